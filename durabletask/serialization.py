@@ -1,0 +1,769 @@
+"""Conversion of user payloads to and from the JSON text carried on the wire.
+
+Every user value that leaves a process -- orchestrator, activity and entity inputs and outputs,
+external event data, custom status, entity state -- passes through a :class:`DataConverter`.
+Worker and client share one converter, so a single object decides how Python values become
+strings and how they come back.
+
+The default, :class:`JsonDataConverter`, produces byte-for-byte the same JSON as the official
+``durabletask`` SDK (so histories written by either SDK replay under the other) and reads
+everything the official SDK writes, including the legacy ``__durabletask_autoobject__`` marker
+of older releases. Reading is *type-directed*: the caller names the type it wants
+(``deserialize(data, Order)``) and the payload never chooses which Python class gets built.
+
+Serialization sits on the replay hot path (once per history event), so the common cases are
+short-circuited: JSON-native scalars are formatted directly, containers go through one C
+encoder built at import time, and untyped reads call the C scanner directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import enum
+import inspect
+import json
+import json.decoder
+import json.encoder
+import logging
+import sys
+import types
+import typing
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, Sequence
+from datetime import date, datetime, time, timedelta
+from types import SimpleNamespace
+from typing import Any, Final, cast
+
+__all__ = [
+    "DEFAULT_DATA_CONVERTER",
+    "DataConverter",
+    "DeserializationError",
+    "JsonDataConverter",
+    "SerializationError",
+]
+
+logger = logging.getLogger("durabletask")
+
+# Older SDK releases tagged auto-serialized objects with this key. Nothing emits it any more,
+# but histories recorded by those releases still contain it, so the reader must honour it.
+_AUTO_SERIALIZED: Final = "__durabletask_autoobject__"
+
+
+class SerializationError(TypeError, ValueError):
+    """A value could not be encoded as a JSON payload.
+
+    It derives from both ``TypeError`` (what the official SDK raises for an unsupported type) and
+    ``ValueError`` (what it raises for a circular reference), so ``except`` clauses written
+    against the official SDK keep catching it.
+
+    Attributes:
+        value_type: The type of the innermost value that could not be encoded, when known.
+        path: Where that value sits inside the top-level value, e.g. ``"$.items[2].due"``.
+    """
+
+    def __init__(self, message: str, *, value_type: type | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.value_type = value_type
+        self.path = path
+
+
+class DeserializationError(TypeError, ValueError):
+    """A payload could not be reconstructed as the requested type.
+
+    Only a converter created with ``JsonDataConverter(strict=True)`` raises it; the default
+    converter is best-effort like the official SDK's and hands back the plain decoded JSON instead.
+
+    Attributes:
+        target_type: The type the caller asked for.
+    """
+
+    def __init__(self, message: str, *, target_type: Any = None) -> None:
+        super().__init__(message)
+        self.target_type = target_type
+
+
+class DataConverter(ABC):
+    """Strategy that turns payload values into strings and back.
+
+    Implementations must be deterministic -- the same value must always produce the same string --
+    because orchestrations compare replayed actions with recorded ones.
+    """
+
+    @abstractmethod
+    def serialize(self, value: Any) -> str | None:
+        """Encode ``value``.
+
+        Args:
+            value: Any payload value.
+
+        Returns:
+            The encoded text, or ``None`` when ``value`` is ``None`` (the payload is absent).
+        """
+
+    @abstractmethod
+    def deserialize(self, data: str | None, target_type: type | None = None) -> Any:
+        """Decode ``data``, reconstructing it as ``target_type`` when one is given.
+
+        Args:
+            data: Encoded text; ``None`` or ``""`` means there is no payload.
+            target_type: The type the caller expects, or ``None`` for plain decoded values. It is
+                always chosen by the caller, never read from the payload.
+
+        Returns:
+            The decoded value, or ``None`` when there is no payload. Whether a value that does not
+            fit ``target_type`` raises or comes back undecorated is up to the implementation.
+        """
+
+    @abstractmethod
+    def coerce(self, value: Any, target_type: type | None = None) -> Any:
+        """Reconstruct an already decoded value (e.g. entity state held in memory) as ``target_type``.
+
+        Args:
+            value: A plain decoded value such as a ``dict``.
+            target_type: The type wanted; ``None`` returns ``value`` unchanged.
+
+        Returns:
+            The reconstructed value, following the same failure policy as :meth:`deserialize`.
+        """
+
+    def can_reconstruct(self, target_type: Any) -> bool:
+        """Tell type discovery whether an annotation is worth passing to :meth:`deserialize`.
+
+        The SDK reads the input annotation of orchestrators, activities and entities (and the
+        return annotation of activities) and only asks the converter to rebuild types for which
+        this returns ``True``; for anything else the function receives the plain decoded value.
+        The base class makes no claims; override it to teach the SDK about your own model types.
+
+        Args:
+            target_type: A resolved annotation.
+
+        Returns:
+            ``True`` if this converter can rebuild the type from a payload.
+        """
+        return False
+
+
+class JsonDataConverter(DataConverter):
+    """The default converter: JSON identical to the official SDK's.
+
+    Encoding: JSON-native values as themselves (tuples and named tuples as arrays); objects whose
+    type has a ``to_json()`` hook via ``type(obj).to_json(obj)``; enum members as their value;
+    dataclasses as an object of their fields (recursively); ``SimpleNamespace`` as its attributes.
+    Anything else raises :class:`SerializationError` naming the type and the remedy.
+
+    Decoding into a target type: dataclasses (nested ones too, and unknown keys are ignored so
+    that older payloads keep loading after a field is removed), ``from_json()`` classmethods
+    (which receive this converter when their second parameter is named ``converter``), enums,
+    named tuples, ``Optional``/``Union``, ``list``/``Sequence``, ``dict``/``Mapping``, ``tuple``,
+    ``set``, ``Annotated``, ``NewType`` and forward references.
+
+    Args:
+        strict: When ``False`` (the default, as in the official SDK) a payload that cannot be
+            rebuilt as the requested type is returned as plain decoded JSON and a warning is logged
+            once per type. When ``True``, :class:`DeserializationError` is raised instead.
+    """
+
+    def __init__(self, *, strict: bool = False) -> None:
+        self._strict = strict
+
+    @property
+    def strict(self) -> bool:
+        """Whether a payload that does not fit the requested type raises instead of falling back."""
+        return self._strict
+
+    def serialize(self, value: Any) -> str | None:
+        """Encode ``value`` as the official SDK would. See :meth:`DataConverter.serialize`.
+
+        Raises:
+            SerializationError: ``value`` (or something inside it) has no JSON form.
+        """
+        if value is None:
+            return None
+        try:
+            kind = type(value)
+            if kind is str:
+                return _encode_str(value)
+            if kind is int:
+                return int.__repr__(value)
+            if kind is bool:
+                return "true" if value else "false"
+            return _encode(value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise _describe_failure(value, exc) from exc
+
+    def deserialize(self, data: str | None, target_type: type | None = None) -> Any:
+        """Decode ``data``. See :meth:`DataConverter.deserialize`.
+
+        Raises:
+            json.JSONDecodeError: ``data`` is not JSON.
+            DeserializationError: Strict mode only, the payload does not fit ``target_type``.
+        """
+        if not data:
+            return None
+        if target_type is None:
+            return _loads(data)
+        raw = _loads_ignoring_marker(data) if _may_carry_marker(data) else _loads(data)
+        try:
+            return _plan(target_type)(raw, self)
+        except Exception as exc:
+            # The official SDK falls back to a fresh, marker-aware decode; a from_json hook may
+            # have mutated ``raw`` before failing, so decode again rather than reuse it.
+            return self._coercion_failed(target_type, exc, lambda: _loads(data))
+
+    def coerce(self, value: Any, target_type: type | None = None) -> Any:
+        """Rebuild an already decoded value. See :meth:`DataConverter.coerce`."""
+        if target_type is None or value is None:
+            return value
+        try:
+            return _plan(target_type)(value, self)
+        except Exception as exc:
+            return self._coercion_failed(target_type, exc, lambda: value)
+
+    def can_reconstruct(self, target_type: Any) -> bool:
+        """Claim dataclasses and ``from_json()`` types, alone or inside ``Optional``/``list``.
+
+        This is exactly the official SDK's policy, so a function annotated with, say, an enum or
+        ``int`` receives the same value under either SDK.
+        """
+        if type(self).can_reconstruct is not JsonDataConverter.can_reconstruct:
+            return _claims(self, target_type)
+        try:
+            return _CLAIMS[target_type]
+        except KeyError:
+            answer = _CLAIMS[target_type] = _claims(self, target_type)
+            return answer
+        except TypeError:  # unhashable annotation
+            return _claims(self, target_type)
+
+    def _coercion_failed(self, target_type: Any, exc: Exception, fallback: Callable[[], Any]) -> Any:
+        name = _type_name(target_type)
+        if self._strict:
+            raise DeserializationError(
+                f"Could not reconstruct the payload as '{name}': {exc}", target_type=target_type
+            ) from exc
+        level = logging.DEBUG if name in _WARNED else logging.WARNING
+        _WARNED.add(name)
+        logger.log(level, "Could not reconstruct a payload as '%s' (%s); using the plain decoded JSON "
+                   "instead. Pass JsonDataConverter(strict=True) to make this an error.", name, exc)
+        return fallback()
+
+
+#: The converter used when none is supplied to a worker or client.
+DEFAULT_DATA_CONVERTER: DataConverter = JsonDataConverter()
+
+_WARNED: set[str] = set()
+_CLAIMS: dict[Any, bool] = {}
+_CACHE_LIMIT: Final = 4096
+
+
+def _claims(converter: DataConverter, target_type: Any) -> bool:
+    origin = typing.get_origin(target_type)
+    if origin is not None:
+        args = typing.get_args(target_type)
+        if origin is typing.Union or origin is types.UnionType:
+            return any(converter.can_reconstruct(a) for a in args if a is not type(None))
+        if origin is list or origin is Sequence:
+            return any(converter.can_reconstruct(a) for a in args)
+        return False
+    if not isinstance(target_type, type):
+        return False
+    return dataclasses.is_dataclass(target_type) or callable(getattr(target_type, "from_json", None))
+
+
+# --------------------------------------------------------------------------------------- encoding
+
+
+def _encode_default(obj: Any) -> Any:
+    """Give the JSON encoder a native stand-in for a value it cannot encode itself."""
+    kind = type(obj)
+    hook = getattr(kind, "to_json", None)
+    if callable(hook):
+        return hook(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    names = _dataclass_fields(kind)
+    if names is not None:
+        # Shallow on purpose: the encoder recurses into the field values itself, so nested
+        # values still reach this hook (and their own to_json) instead of being flattened.
+        return {name: getattr(obj, name) for name in names}
+    if isinstance(obj, SimpleNamespace):
+        return vars(obj)
+    raise SerializationError(f"Object of type '{kind.__qualname__}' is not JSON serializable",
+                             value_type=kind)
+
+
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _dataclass_fields(kind: type) -> tuple[str, ...] | None:
+    try:
+        return _FIELDS[kind]
+    except KeyError:
+        names = tuple(f.name for f in dataclasses.fields(kind)) if dataclasses.is_dataclass(kind) else None
+        if len(_FIELDS) >= _CACHE_LIMIT:
+            _FIELDS.clear()
+        _FIELDS[kind] = names
+        return names
+
+
+def _make_encoder() -> Callable[[Any], str]:
+    """Build the container encoder once, matching ``json.dumps(value, default=...)`` output.
+
+    ``json.dumps`` constructs a fresh C encoder on every call, which costs more than encoding a
+    small payload. The one built here is reused; it skips the circular-reference bookkeeping
+    (a shared table would not be thread-safe), so a cycle surfaces as ``RecursionError`` and is
+    reported by :func:`_describe_failure`.
+    """
+    fallback = json.JSONEncoder(default=_encode_default).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    quote = getattr(json.encoder, "c_encode_basestring_ascii", None)
+    if make is None or quote is None:
+        return fallback
+    try:
+        c_encoder = make(None, _encode_default, quote, None, ": ", ", ", False, False, True)
+
+        def encode(value: Any) -> str:
+            return "".join(c_encoder(value, 0))
+
+        probe = {"k": [1, 2.5, "\u00e9\n", None, True, float("inf")], "t": (1,)}
+        if encode(probe) == json.dumps(probe):
+            return encode
+    except Exception:  # an interpreter whose private encoder API differs
+        pass
+    return fallback
+
+
+_encode: Final = _make_encoder()
+_encode_str: Final[Callable[[str], str]] = getattr(
+    json.encoder, "c_encode_basestring_ascii", None) or json.encoder.py_encode_basestring_ascii
+
+_HINTS: Final[tuple[tuple[tuple[type, ...], str], ...]] = (
+    ((datetime, date, time), "convert it to an ISO 8601 string with .isoformat() "
+                             "and back with fromisoformat()"),
+    ((timedelta,), "convert it to a number, e.g. .total_seconds()"),
+    ((set, frozenset), "convert it to a list, e.g. sorted(value)"),
+    ((bytes, bytearray, memoryview), "encode it as text, e.g. base64.b64encode(value).decode()"),
+    ((decimal.Decimal, uuid.UUID), "convert it with str(value)"),
+)
+_GENERIC_HINT: Final = ("make it a dataclass, give its class a to_json() method (and a from_json() "
+                        "classmethod to read it back), convert it to JSON-native values (str, int, "
+                        "float, bool, None, list, dict), or pass a custom data_converter= to the "
+                        "worker and the client")
+_KEY_TYPES: Final = (str, int, float, bool, type(None))
+
+
+def _describe_failure(value: Any, exc: BaseException) -> SerializationError:
+    """Explain an encoding failure: which value, where inside the payload, and how to fix it.
+
+    Runs only after the fast encoder has failed, so it can afford a slow walk of the value.
+    """
+    top = type(value).__qualname__
+    try:
+        found = _find_unencodable(value, "$", set(), 0)
+    except RecursionError:
+        found = None
+    if found is None:
+        return SerializationError(f"Failed to serialize object of type '{top}' to JSON: {exc}",
+                                  value_type=type(value))
+    path, culprit, problem = found
+    kind = type(culprit)
+    name = kind.__qualname__
+    where = "" if path == "$" else f" at {path} of a value of type '{top}'"
+    if problem == "key":
+        message = (f"Dictionary key of type '{name}'{where} is not JSON serializable: JSON object keys "
+                   "must be str, int, float, bool or None; convert the keys to strings")
+    elif problem == "cycle":
+        message = (f"Circular reference detected{where or ' in a value of type ' + repr(top)}: JSON "
+                   "cannot represent cycles; break the cycle or give the type a to_json() method")
+    elif problem == "deep":
+        message = f"Value of type '{top}' is nested too deeply to serialize as JSON{where}"
+    elif isinstance(problem, BaseException):
+        message = f"to_json() of type '{name}'{where} failed: {problem!r}"
+    else:
+        hint = next((h for kinds, h in _HINTS if isinstance(culprit, kinds)), _GENERIC_HINT)
+        message = f"Object of type '{name}'{where} is not JSON serializable: {hint}"
+    return SerializationError(message, value_type=kind, path=path)
+
+
+def _find_unencodable(obj: Any, path: str, active: set[int], depth: int) -> tuple[str, Any, Any] | None:
+    if isinstance(obj, _KEY_TYPES):
+        return None
+    if depth > 400:
+        return path, obj, "deep"
+    if id(obj) in active:
+        return path, obj, "cycle"
+    active.add(id(obj))
+    try:
+        if isinstance(obj, (list, tuple)):
+            for index, item in enumerate(obj):
+                found = _find_unencodable(item, f"{path}[{index}]", active, depth + 1)
+                if found:
+                    return found
+        elif isinstance(obj, dict):
+            for key, item in obj.items():
+                if not isinstance(key, _KEY_TYPES):
+                    return path, key, "key"
+                step = f".{key}" if isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
+                found = _find_unencodable(item, path + step, active, depth + 1)
+                if found:
+                    return found
+        else:
+            try:
+                stand_in = _encode_default(obj)
+            except SerializationError:
+                return path, obj, "type"
+            except Exception as hook_error:
+                return path, obj, hook_error
+            return _find_unencodable(stand_in, path, active, depth + 1)
+        return None
+    finally:
+        active.discard(id(obj))
+
+
+# --------------------------------------------------------------------------------------- decoding
+
+
+def _legacy_object(d: dict[str, Any]) -> Any:
+    # Same test as the official reader: a truthy marker means "rebuild as a namespace".
+    if d.pop(_AUTO_SERIALIZED, False):
+        return SimpleNamespace(**d)
+    return d
+
+
+def _drop_marker(d: dict[str, Any]) -> dict[str, Any]:
+    d.pop(_AUTO_SERIALIZED, None)
+    return d
+
+
+_scan_once: Final[Callable[[str, int], tuple[Any, int]]] = cast(Any, json.decoder.JSONDecoder()).scan_once
+_legacy_decode: Final = json.decoder.JSONDecoder(object_hook=_legacy_object).decode
+_marker_free_decode: Final = json.decoder.JSONDecoder(object_hook=_drop_marker).decode
+
+
+def _may_carry_marker(data: str | bytes | bytearray) -> bool:
+    return not isinstance(data, str) or _AUTO_SERIALIZED in data
+
+
+def _loads(data: str | bytes | bytearray) -> Any:
+    """``json.loads`` with the legacy object hook, minus ``json.loads``' per-call overhead."""
+    if type(data) is not str:
+        return json.loads(data, object_hook=_legacy_object)
+    if _AUTO_SERIALIZED in data:
+        return _legacy_decode(data)
+    try:
+        value, end = _scan_once(data, 0)
+    except StopIteration:
+        return json.loads(data)  # leading whitespace, a BOM or not JSON: let json decide / explain
+    if end == len(data):
+        return value
+    return json.loads(data)  # trailing whitespace or extra data
+
+
+def _loads_ignoring_marker(data: str | bytes | bytearray) -> Any:
+    if isinstance(data, str):
+        return _marker_free_decode(data)
+    return json.loads(data, object_hook=_drop_marker)
+
+
+# ---------------------------------------------------------------------- type-directed coercion
+#
+# A "plan" is a function (value, converter) -> value compiled once per target type, so that the
+# per-payload work is a dict lookup plus the conversions themselves. Plans raise on a value that
+# does not fit; the converter decides whether that is an error or a fallback.
+
+_Plan = Callable[[Any, Any], Any]
+_PLANS: dict[Any, _Plan] = {}
+
+
+def _plan(target: Any) -> _Plan:
+    try:
+        return _PLANS[target]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable annotation, e.g. Literal[[1]]
+        return _build_plan(target)
+    plan = _build_plan(target)
+    if len(_PLANS) >= _CACHE_LIMIT:
+        _PLANS.clear()
+    _PLANS[target] = plan
+    return plan
+
+
+def _identity(value: Any, converter: Any) -> Any:
+    return value
+
+
+def _type_name(target: Any) -> str:
+    if isinstance(target, type) and typing.get_origin(target) is None:
+        return target.__qualname__
+    return str(target).replace("typing.", "")
+
+
+def _json_kind(value: Any) -> str:
+    for kinds, name in ((bool, "boolean"), ((int, float), "number"), (str, "string"),
+                        (list, "array"), (dict, "object")):
+        if isinstance(value, kinds):
+            return f"JSON {name}"
+    return f"value of type '{type(value).__qualname__}'"
+
+
+def _build_plan(target: Any) -> _Plan:
+    if target is None or target is Any or isinstance(target, (str, typing.ForwardRef)):
+        return _identity  # nothing to do, or a forward reference nobody could resolve
+    if isinstance(target, typing.NewType):
+        return _plan(target.__supertype__)
+    origin = typing.get_origin(target)
+    if origin is not None:
+        return _generic_plan(target, origin, typing.get_args(target))
+    if not isinstance(target, type):
+        return _identity  # TypeVar, Literal without args, other special forms
+    return _class_plan(target)
+
+
+def _generic_plan(target: Any, origin: Any, args: tuple[Any, ...]) -> _Plan:
+    if origin is typing.Union or origin is types.UnionType:
+        return _union_plan(args)
+    if origin is typing.Annotated:
+        return _plan(args[0])
+    if origin in (list, Sequence, MutableSequence):
+        item = _plan(args[0]) if args else _identity
+        return lambda v, c: [item(x, c) for x in v] if isinstance(v, list) else v
+    if origin in (dict, Mapping, MutableMapping):
+        if len(args) != 2:
+            return _identity
+        member = _plan(args[1])  # JSON keys are always strings; only values carry types
+        return lambda v, c: {k: member(x, c) for k, x in v.items()} if isinstance(v, dict) else v
+    if origin is tuple:
+        return _tuple_plan(args)
+    if origin in (set, frozenset):
+        item = _plan(args[0]) if args else _identity
+        return lambda v, c: origin(item(x, c) for x in v) if isinstance(v, (list, tuple)) else v
+    if isinstance(origin, type) and (dataclasses.is_dataclass(origin) or hasattr(origin, "from_json")):
+        return _plan(origin)  # a parametrised user generic, e.g. Page[Order]
+    return _identity  # Literal, Callable, type[...] and the like stay as decoded
+
+
+def _union_plan(args: tuple[Any, ...]) -> _Plan:
+    members = [a for a in args if a is not type(None)]
+    if any(a is Any for a in members):
+        return _identity
+    exact = tuple(a for a in members if isinstance(a, type) and typing.get_origin(a) is None)
+    # Only Optional[T] is coerced. For a real Union the payload does not say which member it
+    # was, and guessing could quietly build the wrong type, so the decoded value is kept.
+    single = _plan(members[0]) if len(members) == 1 else None
+
+    def coerce(value: Any, converter: Any) -> Any:
+        if value is None or (exact and isinstance(value, exact)):
+            return value
+        return single(value, converter) if single is not None else value
+
+    return coerce
+
+
+def _tuple_plan(args: tuple[Any, ...]) -> _Plan:
+    if not args:
+        return lambda v, c: tuple(v) if isinstance(v, list) else v
+    if len(args) == 2 and args[1] is Ellipsis:
+        item = _plan(args[0])
+        return lambda v, c: tuple(item(x, c) for x in v) if isinstance(v, (list, tuple)) else v
+    plans = [_plan(a) for a in args]
+
+    def coerce(value: Any, converter: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            return value
+        if len(value) != len(plans):
+            raise TypeError(f"a JSON array of length {len(value)} does not fit a {len(plans)}-tuple")
+        return tuple(p(x, converter) for p, x in zip(plans, value, strict=True))
+
+    return coerce
+
+
+def _class_plan(cls: type) -> _Plan:
+    hook = getattr(cls, "from_json", None)
+    if callable(hook):
+        convert = _from_json_caller(hook)
+    elif dataclasses.is_dataclass(cls):
+        convert = _dataclass_builder(cls)
+    elif issubclass(cls, tuple) and hasattr(cls, "_fields"):
+        convert = _namedtuple_builder(cls)
+    else:
+        convert = _constructor(cls)
+
+    def coerce(value: Any, converter: Any) -> Any:
+        if value is None or isinstance(value, cls):
+            return value
+        return convert(value, converter)
+
+    return coerce
+
+
+def _from_json_caller(hook: Callable[..., Any]) -> _Plan:
+    """Call ``from_json(value)``, or ``from_json(value, converter)`` if its 2nd parameter asks for it."""
+    try:
+        params = [p for p in inspect.signature(hook).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        wants_converter = len(params) >= 2 and params[1].name == "converter"
+    except (TypeError, ValueError):
+        wants_converter = False
+    if wants_converter:
+        return lambda v, c: hook(v, c) if c is not None else hook(v)
+    return lambda v, c: hook(v)
+
+
+def _constructor(cls: type) -> _Plan:
+    """Build ``cls(value)`` as the official SDK does, refusing conversions that drop information."""
+
+    def construct(value: Any, converter: Any) -> Any:
+        lossy = (
+            cls is bool  # bool("false") is True
+            or (cls is int and isinstance(value, float) and not value.is_integer())
+            or (cls is str and isinstance(value, (list, dict)))  # would be a Python repr
+            or (cls in (list, tuple, set, frozenset) and isinstance(value, (dict, str)))
+        )
+        if not lossy:
+            try:
+                return cast(Any, cls)(value)
+            except Exception as exc:
+                raise TypeError(f"Cannot convert {_json_kind(value)} to '{cls.__qualname__}': {exc}") from exc
+        raise TypeError(f"Cannot convert {_json_kind(value)} to '{cls.__qualname__}' without losing data")
+
+    return construct
+
+
+def _dataclass_builder(cls: type) -> _Plan:
+    specs: list[tuple[str, _Plan]] | None = None
+    fallback = _constructor(cls)
+
+    def build(value: Any, converter: Any) -> Any:
+        nonlocal specs
+        if not isinstance(value, dict):
+            return fallback(value, converter)  # e.g. a one-field dataclass from a scalar
+        fields = specs
+        if fields is None:
+            fields, complete = _dataclass_specs(cls)
+            if complete:  # retry unresolved forward references on the next call
+                specs = fields
+        kwargs = {name: plan(value[name], converter) for name, plan in fields if name in value}
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise TypeError(f"Cannot build '{cls.__qualname__}' from a JSON object with keys "
+                            f"{sorted(value)}: {exc}") from exc
+
+    return build
+
+
+def _dataclass_specs(cls: type) -> tuple[list[tuple[str, _Plan]], bool]:
+    hints, complete = _field_types(cls, {f.name: f.type for f in dataclasses.fields(cls)})
+    accepts = _init_keywords(cls)
+    specs = [(f.name, _plan(hints[f.name])) for f in dataclasses.fields(cls)
+             if f.init or accepts is None or f.name in accepts]
+    return specs, complete
+
+
+def _namedtuple_builder(cls: type) -> _Plan:
+    raw: dict[str, Any] = dict(getattr(cls, "__annotations__", {}))
+    field_names: tuple[str, ...] = getattr(cls, "_fields", ())
+    cache: list[_Plan] = []
+
+    def build(value: Any, converter: Any) -> Any:
+        if not cache:
+            hints, _ = _field_types(cls, {name: raw.get(name) for name in field_names})
+            cache.extend(_plan(hints[name]) for name in field_names)
+        if isinstance(value, list):
+            return cls(*(p(x, converter) for p, x in zip(cache, value, strict=False)))
+        if isinstance(value, dict):
+            plans = dict(zip(field_names, cache, strict=True))
+            return cls(**{k: plans[k](x, converter) if k in plans else x for k, x in value.items()})
+        raise TypeError(f"Cannot convert {_json_kind(value)} to '{cls.__qualname__}'")
+
+    return build
+
+
+def _field_types(cls: type, declared: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Resolve field annotations, including forward references inside generic arguments.
+
+    Returns the hints and whether every one of them resolved (unresolved ones are retried later).
+    """
+    try:
+        hints: dict[str, Any] = typing.get_type_hints(cls)
+    except Exception:  # one bad annotation must not hide the others
+        hints = {}
+    module = sys.modules.get(cls.__module__)
+    namespace: dict[str, Any] = dict(vars(module)) if module is not None else {}
+    namespace.setdefault(cls.__name__, cls)
+    resolved: dict[str, Any] = {}
+    complete = True
+    for name, annotation in declared.items():
+        hint, ok = _resolve(hints.get(name, annotation), namespace)
+        resolved[name] = hint
+        complete = complete and ok
+    return resolved, complete
+
+
+def _resolve(hint: Any, namespace: dict[str, Any]) -> tuple[Any, bool]:
+    if isinstance(hint, (str, typing.ForwardRef)):
+        source = hint if isinstance(hint, str) else hint.__forward_arg__
+        try:
+            hint = eval(source, namespace)  # annotations are code written by the class's author
+        except Exception:
+            return hint, False
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is None or not args or origin is typing.Literal:
+        return hint, True
+    pairs = [_resolve(a, namespace) for a in args]
+    complete = all(ok for _, ok in pairs)
+    new_args = tuple(a for a, _ in pairs)
+    if all(a is b for a, b in zip(new_args, args, strict=True)):
+        return hint, complete
+    try:
+        if origin is typing.Union or origin is types.UnionType:
+            return typing.Union[new_args], complete
+        return origin[new_args if len(new_args) > 1 else new_args[0]], complete
+    except TypeError:
+        return hint, False
+
+
+def _init_keywords(cls: type) -> frozenset[str] | None:
+    """Keyword names a dataclass initializer accepts, or ``None`` if it takes ``**kwargs``/is opaque.
+
+    Fields declared ``init=False`` are passed only if a hand-written ``__init__`` accepts them;
+    the implicit receiver (``self``) never counts.
+    """
+    init = cast(Any, cls).__init__
+    try:
+        params = list(inspect.signature(init, follow_wrapped=False).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if ((inspect.isfunction(init) or inspect.ismethoddescriptor(init))
+            and not isinstance(inspect.getattr_static(cls, "__init__"), staticmethod)
+            and params and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        params = params[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+# ----------------------------------------------------------------- official-compatible helpers
+#
+# The official SDK's internal modules call these by name; they raise instead of falling back.
+
+
+def _to_json(obj: Any) -> str:
+    encoded = JsonDataConverter().serialize(obj)
+    return "null" if encoded is None else encoded
+
+
+def _from_json(json_str: str | bytes | bytearray, expected_type: Any = None,
+               converter: DataConverter | None = None) -> Any:
+    if expected_type is None:
+        return _loads(json_str)
+    raw = _loads_ignoring_marker(json_str) if _may_carry_marker(json_str) else _loads(json_str)
+    return _plan(expected_type)(raw, converter)
+
+
+def _coerce_to_type(value: Any, expected_type: Any, converter: DataConverter | None = None) -> Any:
+    return _plan(expected_type)(value, converter) if expected_type is not None else value
