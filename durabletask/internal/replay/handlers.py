@@ -1,0 +1,217 @@
+"""One handler per history event kind, found by table lookup on the event's oneof name.
+
+Two families: *confirmations* (taskScheduled, timerCreated, ...) carry the sequence number of an
+action the orchestrator must have created, and are checked for determinism; *arrivals*
+(taskCompleted, timerFired, eventRaised, ...) complete the task waiting for them and resume the
+orchestrator. Informational and unknown kinds are ignored, so new backends cannot break replay.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.replay import nondeterminism
+from durabletask.internal.replay.actions import from_timestamp
+from durabletask.internal.replay.context import Handler, ReplayContext
+from durabletask.internal.tasks import TimerTask
+
+logger = logging.getLogger("durabletask.orchestration")
+
+def _orchestrator_started(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    ctx.set_time(event.timestamp)
+
+
+def _execution_started(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    if ctx.started:
+        return
+    ctx.start(event.executionStarted)
+
+
+def _confirm(ctx: ReplayContext, event: pb.HistoryEvent, kind: str, recorded: str, name: str | None) -> Any:
+    seq = event.eventId
+    action = ctx.pending_actions.pop(seq, None)
+    if action is None:
+        raise nondeterminism.missing_action(seq, recorded)
+    if action.kind != kind or (name is not None and action.name != name):
+        raise nondeterminism.mismatch(seq, recorded, action)
+    return action
+
+
+def _task_scheduled(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    # Inlined fast path of _confirm: this runs once per activity on every replay.
+    seq = event.eventId
+    action = ctx.pending_actions.pop(seq, None)
+    name = event.taskScheduled.name
+    if action is None or action.kind != "scheduleTask" or action.name != name:
+        _confirm_failed(ctx, seq, f"call_activity('{name}')", action)
+
+
+def _confirm_failed(ctx: ReplayContext, seq: int, recorded: str, action: Any) -> None:
+    if action is None:
+        raise nondeterminism.missing_action(seq, recorded)
+    raise nondeterminism.mismatch(seq, recorded, action)
+
+
+def _sub_orchestration_created(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    name = event.subOrchestrationInstanceCreated.name
+    _confirm(ctx, event, "createSubOrchestration", f"call_sub_orchestrator('{name}')", name)
+
+
+def _timer_created(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    _confirm(ctx, event, "createTimer", "create_timer()", None)
+
+
+def _event_sent(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    sent = event.eventSent
+    recorded = f"send_event('{sent.instanceId}', '{sent.name}')"
+    action = _confirm(ctx, event, "sendEvent", recorded, None)
+    if action.instance_id != sent.instanceId or action.name.casefold() != sent.name.casefold():
+        raise nondeterminism.mismatch(event.eventId, recorded, action)
+
+
+def _task_completed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    done = event.taskCompleted
+    seq = done.taskScheduledId
+    task = ctx.pending_tasks.pop(seq, None)
+    if task is None or task._is_complete:
+        _unexpected(ctx, "taskCompleted", seq)
+        return
+    raw = done.result.value
+    task.complete(ctx._converter.deserialize(raw, task._expected_type) if raw else None)
+    ctx.resume()
+
+
+def _task_failed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    failed = event.taskFailed
+    seq = failed.taskScheduledId
+    task = ctx.pending_tasks.pop(seq, None)
+    if task is None or task._is_complete:
+        _unexpected(ctx, "taskFailed", seq)
+        return
+    details = failed.failureDetails
+    ctx.task_failed(task, f"{ctx.instance_id}: Activity task #{seq} failed: {details.errorMessage}", details)
+
+
+def _sub_orchestration_completed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    done = event.subOrchestrationInstanceCompleted
+    seq = done.taskScheduledId
+    task = ctx.pending_tasks.pop(seq, None)
+    if task is None or task._is_complete:
+        _unexpected(ctx, "subOrchestrationInstanceCompleted", seq)
+        return
+    raw = done.result.value
+    task.complete(ctx._converter.deserialize(raw, task._expected_type) if raw else None)
+    ctx.resume()
+
+
+def _sub_orchestration_failed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    failed = event.subOrchestrationInstanceFailed
+    seq = failed.taskScheduledId
+    task = ctx.pending_tasks.pop(seq, None)
+    if task is None or task._is_complete:
+        _unexpected(ctx, "subOrchestrationInstanceFailed", seq)
+        return
+    details = failed.failureDetails
+    ctx.task_failed(task, f"Sub-orchestration task #{seq} failed: {details.errorMessage}", details)
+
+
+def _timer_fired(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    fired = event.timerFired
+    seq = fired.timerId
+    task = ctx.pending_tasks.pop(seq, None)
+    if not isinstance(task, TimerTask) or task._is_complete:
+        _unexpected(ctx, "timerFired", seq)
+        return
+    if ctx.status is not None:
+        return  # the orchestration already ended in this episode: start nothing new
+    ctx.timer_fired(task, from_timestamp(fired.fireAt))
+
+
+def _event_raised(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    raised = event.eventRaised
+    ctx.event_raised(raised.name, raised.input.value if raised.HasField("input") else None)
+
+
+def _execution_suspended(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    ctx.suspended = True
+
+
+def _execution_resumed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    if not ctx.suspended:
+        # Some backends deliver a resume to a running instance; it means nothing here.
+        if not ctx.is_replaying:
+            logger.info("%s: ignoring a resume for an orchestration that is not suspended", ctx.instance_id)
+        return
+    ctx.suspended = False
+    buffered, ctx.suspended_events = ctx.suspended_events, []
+    apply_events(ctx, buffered)
+
+
+def _execution_terminated(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    terminated = event.executionTerminated
+    ctx.terminate(terminated.input.value if terminated.HasField("input") else None)
+
+
+def _ignore(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    """Informational events (and confirmations of the worker's own completion) need no action."""
+
+
+def _unexpected(ctx: ReplayContext, kind: str, seq: int) -> None:
+    if not ctx.is_replaying:
+        logger.warning("%s: ignoring %s for unknown or finished task #%d", ctx.instance_id, kind, seq)
+
+
+HANDLERS: dict[str | None, Handler] = {
+    "orchestratorStarted": _orchestrator_started,
+    "executionStarted": _execution_started,
+    "taskScheduled": _task_scheduled,
+    "taskCompleted": _task_completed,
+    "taskFailed": _task_failed,
+    "subOrchestrationInstanceCreated": _sub_orchestration_created,
+    "subOrchestrationInstanceCompleted": _sub_orchestration_completed,
+    "subOrchestrationInstanceFailed": _sub_orchestration_failed,
+    "timerCreated": _timer_created,
+    "timerFired": _timer_fired,
+    "eventSent": _event_sent,
+    "eventRaised": _event_raised,
+    "executionSuspended": _execution_suspended,
+    "executionResumed": _execution_resumed,
+    "executionTerminated": _execution_terminated,
+    "orchestratorCompleted": _ignore,
+    "executionCompleted": _ignore,
+    "executionRewound": _ignore,
+    "genericEvent": _ignore,
+    "historyState": _ignore,
+    "continueAsNew": _ignore,
+}
+"""Event kind -> handler. Kinds not listed (entity events until entities land, future kinds) are
+ignored with a debug log by the engine."""
+
+_NOT_SUSPENDABLE = frozenset({"executionResumed", "executionTerminated"})
+
+
+def apply_events(ctx: ReplayContext, events: Iterable[pb.HistoryEvent]) -> None:
+    """Feed events to the context in order, each through its handler.
+
+    An exception from user code or from a determinism check fails the orchestration; the rest of
+    the events are still applied, so that a termination in the same batch wins.
+    """
+    handlers = HANDLERS
+    for event in events:
+        kind = event.WhichOneof("eventType")
+        if ctx.suspended and kind not in _NOT_SUSPENDABLE:
+            ctx.suspended_events.append(event)
+            continue
+        handler = handlers.get(kind)
+        if handler is None:
+            logger.debug("%s: ignoring history event of unknown kind %r", ctx.instance_id, kind)
+            continue
+        try:
+            handler(ctx, event)
+        except Exception as ex:
+            if not ctx.is_replaying or ctx.status is None:
+                logger.debug("%s: orchestration failed while applying %s", ctx.instance_id, kind, exc_info=True)
+            ctx.fail(ex)

@@ -1,0 +1,67 @@
+"""Orchestration authoring API: contexts, tasks, composition, retries and failures.
+
+The names and signatures match the official ``durabletask.task`` module, so orchestrators written
+for it run unchanged. Additions: ``wait_for_external_event(..., timeout=...)``,
+``RetryPolicy(handle_failure=...)``, `NonRetriableError`, `EventTimeoutError` and
+``FailureDetails.is_non_retriable``.
+"""
+
+from __future__ import annotations
+
+from durabletask.internal.contexts import (
+    Activity,
+    ActivityContext,
+    OrchestrationContext,
+    Orchestrator,
+    ReplaySafeLogger,
+    get_name,
+)
+from durabletask.internal.failures import (
+    EventTimeoutError,
+    FailureDetails,
+    NonDeterminismError,
+    NonRetriableError,
+    OrchestrationStateError,
+    TaskCancelledError,
+    TaskFailedError,
+)
+from durabletask.internal.retry import RetryPolicy
+from durabletask.internal.tasks import (
+    CancellableTask,
+    CompletableTask,
+    CompositeTask,
+    RetryableTask,
+    Task,
+    TimerTask,
+    WhenAllTask,
+    WhenAnyTask,
+    when_all,
+    when_any,
+)
+
+__all__ = [
+    "Activity",
+    "ActivityContext",
+    "CancellableTask",
+    "CompletableTask",
+    "CompositeTask",
+    "EventTimeoutError",
+    "FailureDetails",
+    "NonDeterminismError",
+    "NonRetriableError",
+    "OrchestrationContext",
+    "OrchestrationStateError",
+    "Orchestrator",
+    "ReplaySafeLogger",
+    "RetryPolicy",
+    "RetryableTask",
+    "TaskCancelledError",
+    "TaskFailedError",
+    "Task",
+    "TimerTask",
+    "WhenAllTask",
+    "WhenAnyTask",
+    "get_name",
+    "when_all",
+    "when_any",
+]
