@@ -10,9 +10,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
-
-from typing_extensions import TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from durabletask.internal.retry import RetryPolicy
 from durabletask.internal.tasks import CancellableTask, CompletableTask, Task, TimerTask
@@ -34,7 +32,7 @@ class ReplaySafeLogger(_LoggerAdapter):
         super().__init__(logger, {})
         self._is_replaying = is_replaying
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's own name
+    def isEnabledFor(self, level: int) -> bool:
         """False during replay, so callers also skip formatting the message."""
         if self._is_replaying():
             return False

@@ -16,7 +16,6 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from tests.unit import histories as h
 from tests.unit.replay_support import completion, failure, kinds, output, run, start
 
-
 # ---------------------------------------------------------------- orchestrator functions
 
 def test_generator_orchestrator_schedules_first_activity_with_encoded_input() -> None:
@@ -375,7 +374,8 @@ def test_when_all_fans_out_and_keeps_input_order() -> None:
 
     first = start(orch)
     assert [a.id for a in first.actions] == [1, 2, 3]
-    past = [h.orchestrator_started(), h.execution_started("orch")] + [h.task_scheduled(i + 1, "sq", i) for i in range(3)]
+    scheduled = [h.task_scheduled(i + 1, "sq", i) for i in range(3)]
+    past = [h.orchestrator_started(), h.execution_started("orch"), *scheduled]
     new = [h.orchestrator_started(), h.task_completed(3, 4), h.task_completed(1, 0), h.task_completed(2, 1)]
     assert output(run(orch, past, new)) == [0, 1, 4]
 

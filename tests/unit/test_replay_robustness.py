@@ -286,7 +286,8 @@ def test_event_timeout_error_is_also_a_task_failed_error() -> None:
             return [isinstance(e, task.EventTimeoutError), e.details.error_type]
 
     past = [h.orchestrator_started(), h.execution_started("orch"), h.timer_created(1, h.T0)]
-    assert output(run(orch, past, [h.orchestrator_started(), h.timer_fired(1, h.T0)])) == [True, "builtins.TimeoutError"]
+    result = run(orch, past, [h.orchestrator_started(), h.timer_fired(1, h.T0)])
+    assert output(result) == [True, "builtins.TimeoutError"]
 
 
 def test_cancelled_timer_is_not_sent_and_its_firing_is_ignored() -> None:

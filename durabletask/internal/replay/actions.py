@@ -170,7 +170,7 @@ def to_timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 def complete_orchestration(
     id: int,
-    status: pb.OrchestrationStatus.ValueType,
+    status: int,
     result: str | None = None,
     failure: pb.TaskFailureDetails | None = None,
     carryover: list[pb.HistoryEvent] | None = None,
@@ -178,7 +178,7 @@ def complete_orchestration(
 ) -> pb.OrchestratorAction:
     """Build the action that ends (or continues-as-new) the orchestration."""
     return pb.OrchestratorAction(id=id, completeOrchestration=pb.CompleteOrchestrationAction(
-        orchestrationStatus=status,
+        orchestrationStatus=status,  # type: ignore[arg-type]
         result=_string_value(result),
         failureDetails=failure,
         carryoverEvents=carryover,

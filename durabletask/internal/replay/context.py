@@ -375,7 +375,9 @@ class ReplayContext(OrchestrationContext):
                 not_registered_message("orchestrator", name, self._registry.orchestrators)
             )
         raw = event.input.value
-        value = self._converter.deserialize(raw, type_discovery.orchestrator_input_type(fn, self._converter)) if raw else None
+        value = None
+        if raw:
+            value = self._converter.deserialize(raw, type_discovery.orchestrator_input_type(fn, self._converter))
         output = fn(self, value)
         if isinstance(output, GeneratorType):
             self._generator = output

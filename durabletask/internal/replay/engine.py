@@ -102,5 +102,5 @@ def result_of(ctx: ReplayContext) -> ExecutionResult:
     actions = ctx.result_actions()
     if ctx.status is not None and not ctx.is_replaying:
         logger.info("%s: orchestration '%s' completed with status %s", ctx.instance_id, ctx.name,
-                    pb.OrchestrationStatus.Name(ctx.status))  # type: ignore[arg-type]
+                    pb.OrchestrationStatus.Name(ctx.status))
     return ExecutionResult(actions, ctx.encoded_custom_status, ctx.status)
