@@ -21,20 +21,20 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import enum
-import inspect
 import json
 import json.decoder
 import json.encoder
 import logging
-import sys
 import types
 import typing
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any, Final, cast
+
+from durabletask.internal.json_coercion import plan_for, type_name
 
 __all__ = [
     "DEFAULT_DATA_CONVERTER",
@@ -206,7 +206,7 @@ class JsonDataConverter(DataConverter):
             return _loads(data)
         raw = _loads_ignoring_marker(data) if _may_carry_marker(data) else _loads(data)
         try:
-            return _plan(target_type)(raw, self)
+            return plan_for(target_type)(raw, self)
         except Exception as exc:
             # The official SDK falls back to a fresh, marker-aware decode; a from_json hook may
             # have mutated ``raw`` before failing, so decode again rather than reuse it.
@@ -217,7 +217,7 @@ class JsonDataConverter(DataConverter):
         if target_type is None or value is None:
             return value
         try:
-            return _plan(target_type)(value, self)
+            return plan_for(target_type)(value, self)
         except Exception as exc:
             return self._coercion_failed(target_type, exc, lambda: value)
 
@@ -238,7 +238,7 @@ class JsonDataConverter(DataConverter):
             return _claims(self, target_type)
 
     def _coercion_failed(self, target_type: Any, exc: Exception, fallback: Callable[[], Any]) -> Any:
-        name = _type_name(target_type)
+        name = type_name(target_type)
         if self._strict:
             raise DeserializationError(
                 f"Could not reconstruct the payload as '{name}': {exc}", target_type=target_type
@@ -467,286 +467,6 @@ def _loads_ignoring_marker(data: str | bytes | bytearray) -> Any:
     return json.loads(data, object_hook=_drop_marker)
 
 
-# ---------------------------------------------------------------------- type-directed coercion
-#
-# A "plan" is a function (value, converter) -> value compiled once per target type, so that the
-# per-payload work is a dict lookup plus the conversions themselves. Plans raise on a value that
-# does not fit; the converter decides whether that is an error or a fallback.
-
-_Plan = Callable[[Any, Any], Any]
-_PLANS: dict[Any, _Plan] = {}
-
-
-def _plan(target: Any) -> _Plan:
-    try:
-        return _PLANS[target]
-    except KeyError:
-        pass
-    except TypeError:  # unhashable annotation, e.g. Literal[[1]]
-        return _build_plan(target)
-    plan = _build_plan(target)
-    if len(_PLANS) >= _CACHE_LIMIT:
-        _PLANS.clear()
-    _PLANS[target] = plan
-    return plan
-
-
-def _identity(value: Any, converter: Any) -> Any:
-    return value
-
-
-def _type_name(target: Any) -> str:
-    if isinstance(target, type) and typing.get_origin(target) is None:
-        return target.__qualname__
-    return str(target).replace("typing.", "")
-
-
-def _json_kind(value: Any) -> str:
-    for kinds, name in ((bool, "boolean"), ((int, float), "number"), (str, "string"),
-                        (list, "array"), (dict, "object")):
-        if isinstance(value, kinds):
-            return f"JSON {name}"
-    return f"value of type '{type(value).__qualname__}'"
-
-
-def _build_plan(target: Any) -> _Plan:
-    if target is None or target is Any or isinstance(target, (str, typing.ForwardRef)):
-        return _identity  # nothing to do, or a forward reference nobody could resolve
-    if isinstance(target, typing.NewType):
-        return _plan(target.__supertype__)
-    origin = typing.get_origin(target)
-    if origin is not None:
-        return _generic_plan(target, origin, typing.get_args(target))
-    if not isinstance(target, type):
-        return _identity  # TypeVar, Literal without args, other special forms
-    return _class_plan(target)
-
-
-def _generic_plan(target: Any, origin: Any, args: tuple[Any, ...]) -> _Plan:
-    if origin is typing.Union or origin is types.UnionType:
-        return _union_plan(args)
-    if origin is typing.Annotated:
-        return _plan(args[0])
-    if origin in (list, Sequence, MutableSequence):
-        item = _plan(args[0]) if args else _identity
-        return lambda v, c: [item(x, c) for x in v] if isinstance(v, list) else v
-    if origin in (dict, Mapping, MutableMapping):
-        if len(args) != 2:
-            return _identity
-        member = _plan(args[1])  # JSON keys are always strings; only values carry types
-        return lambda v, c: {k: member(x, c) for k, x in v.items()} if isinstance(v, dict) else v
-    if origin is tuple:
-        return _tuple_plan(args)
-    if origin in (set, frozenset):
-        item = _plan(args[0]) if args else _identity
-        return lambda v, c: origin(item(x, c) for x in v) if isinstance(v, (list, tuple)) else v
-    if isinstance(origin, type) and (dataclasses.is_dataclass(origin) or hasattr(origin, "from_json")):
-        return _plan(origin)  # a parametrised user generic, e.g. Page[Order]
-    return _identity  # Literal, Callable, type[...] and the like stay as decoded
-
-
-def _union_plan(args: tuple[Any, ...]) -> _Plan:
-    members = [a for a in args if a is not type(None)]
-    if any(a is Any for a in members):
-        return _identity
-    exact = tuple(a for a in members if isinstance(a, type) and typing.get_origin(a) is None)
-    # Only Optional[T] is coerced. For a real Union the payload does not say which member it
-    # was, and guessing could quietly build the wrong type, so the decoded value is kept.
-    single = _plan(members[0]) if len(members) == 1 else None
-
-    def coerce(value: Any, converter: Any) -> Any:
-        if value is None or (exact and isinstance(value, exact)):
-            return value
-        return single(value, converter) if single is not None else value
-
-    return coerce
-
-
-def _tuple_plan(args: tuple[Any, ...]) -> _Plan:
-    if not args:
-        return lambda v, c: tuple(v) if isinstance(v, list) else v
-    if len(args) == 2 and args[1] is Ellipsis:
-        item = _plan(args[0])
-        return lambda v, c: tuple(item(x, c) for x in v) if isinstance(v, (list, tuple)) else v
-    plans = [_plan(a) for a in args]
-
-    def coerce(value: Any, converter: Any) -> Any:
-        if not isinstance(value, (list, tuple)):
-            return value
-        if len(value) != len(plans):
-            raise TypeError(f"a JSON array of length {len(value)} does not fit a {len(plans)}-tuple")
-        return tuple(p(x, converter) for p, x in zip(plans, value, strict=True))
-
-    return coerce
-
-
-def _class_plan(cls: type) -> _Plan:
-    hook = getattr(cls, "from_json", None)
-    if callable(hook):
-        convert = _from_json_caller(hook)
-    elif dataclasses.is_dataclass(cls):
-        convert = _dataclass_builder(cls)
-    elif issubclass(cls, tuple) and hasattr(cls, "_fields"):
-        convert = _namedtuple_builder(cls)
-    else:
-        convert = _constructor(cls)
-
-    def coerce(value: Any, converter: Any) -> Any:
-        if value is None or isinstance(value, cls):
-            return value
-        return convert(value, converter)
-
-    return coerce
-
-
-def _from_json_caller(hook: Callable[..., Any]) -> _Plan:
-    """Call ``from_json(value)``, or ``from_json(value, converter)`` if its 2nd parameter asks for it."""
-    try:
-        params = [p for p in inspect.signature(hook).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        wants_converter = len(params) >= 2 and params[1].name == "converter"
-    except (TypeError, ValueError):
-        wants_converter = False
-    if wants_converter:
-        return lambda v, c: hook(v, c) if c is not None else hook(v)
-    return lambda v, c: hook(v)
-
-
-def _constructor(cls: type) -> _Plan:
-    """Build ``cls(value)`` as the official SDK does, refusing conversions that drop information."""
-
-    def construct(value: Any, converter: Any) -> Any:
-        lossy = (
-            cls is bool  # bool("false") is True
-            or (cls is int and isinstance(value, float) and not value.is_integer())
-            or (cls is str and isinstance(value, (list, dict)))  # would be a Python repr
-            or (cls in (list, tuple, set, frozenset) and isinstance(value, (dict, str)))
-        )
-        if not lossy:
-            try:
-                return cast(Any, cls)(value)
-            except Exception as exc:
-                raise TypeError(f"Cannot convert {_json_kind(value)} to '{cls.__qualname__}': {exc}") from exc
-        raise TypeError(f"Cannot convert {_json_kind(value)} to '{cls.__qualname__}' without losing data")
-
-    return construct
-
-
-def _dataclass_builder(cls: type) -> _Plan:
-    specs: list[tuple[str, _Plan]] | None = None
-    fallback = _constructor(cls)
-
-    def build(value: Any, converter: Any) -> Any:
-        nonlocal specs
-        if not isinstance(value, dict):
-            return fallback(value, converter)  # e.g. a one-field dataclass from a scalar
-        fields = specs
-        if fields is None:
-            fields, complete = _dataclass_specs(cls)
-            if complete:  # retry unresolved forward references on the next call
-                specs = fields
-        kwargs = {name: plan(value[name], converter) for name, plan in fields if name in value}
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise TypeError(f"Cannot build '{cls.__qualname__}' from a JSON object with keys "
-                            f"{sorted(value)}: {exc}") from exc
-
-    return build
-
-
-def _dataclass_specs(cls: type) -> tuple[list[tuple[str, _Plan]], bool]:
-    hints, complete = _field_types(cls, {f.name: f.type for f in dataclasses.fields(cls)})
-    accepts = _init_keywords(cls)
-    specs = [(f.name, _plan(hints[f.name])) for f in dataclasses.fields(cls)
-             if f.init or accepts is None or f.name in accepts]
-    return specs, complete
-
-
-def _namedtuple_builder(cls: type) -> _Plan:
-    raw: dict[str, Any] = dict(getattr(cls, "__annotations__", {}))
-    field_names: tuple[str, ...] = getattr(cls, "_fields", ())
-    cache: list[_Plan] = []
-
-    def build(value: Any, converter: Any) -> Any:
-        if not cache:
-            hints, _ = _field_types(cls, {name: raw.get(name) for name in field_names})
-            cache.extend(_plan(hints[name]) for name in field_names)
-        if isinstance(value, list):
-            return cls(*(p(x, converter) for p, x in zip(cache, value, strict=False)))
-        if isinstance(value, dict):
-            plans = dict(zip(field_names, cache, strict=True))
-            return cls(**{k: plans[k](x, converter) if k in plans else x for k, x in value.items()})
-        raise TypeError(f"Cannot convert {_json_kind(value)} to '{cls.__qualname__}'")
-
-    return build
-
-
-def _field_types(cls: type, declared: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Resolve field annotations, including forward references inside generic arguments.
-
-    Returns the hints and whether every one of them resolved (unresolved ones are retried later).
-    """
-    try:
-        hints: dict[str, Any] = typing.get_type_hints(cls)
-    except Exception:  # one bad annotation must not hide the others
-        hints = {}
-    module = sys.modules.get(cls.__module__)
-    namespace: dict[str, Any] = dict(vars(module)) if module is not None else {}
-    namespace.setdefault(cls.__name__, cls)
-    resolved: dict[str, Any] = {}
-    complete = True
-    for name, annotation in declared.items():
-        hint, ok = _resolve(hints.get(name, annotation), namespace)
-        resolved[name] = hint
-        complete = complete and ok
-    return resolved, complete
-
-
-def _resolve(hint: Any, namespace: dict[str, Any]) -> tuple[Any, bool]:
-    if isinstance(hint, (str, typing.ForwardRef)):
-        source = hint if isinstance(hint, str) else hint.__forward_arg__
-        try:
-            hint = eval(source, namespace)  # annotations are code written by the class's author
-        except Exception:
-            return hint, False
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is None or not args or origin is typing.Literal:
-        return hint, True
-    pairs = [_resolve(a, namespace) for a in args]
-    complete = all(ok for _, ok in pairs)
-    new_args = tuple(a for a, _ in pairs)
-    if all(a is b for a, b in zip(new_args, args, strict=True)):
-        return hint, complete
-    try:
-        if origin is typing.Union or origin is types.UnionType:
-            return typing.Union[new_args], complete
-        return origin[new_args if len(new_args) > 1 else new_args[0]], complete
-    except TypeError:
-        return hint, False
-
-
-def _init_keywords(cls: type) -> frozenset[str] | None:
-    """Keyword names a dataclass initializer accepts, or ``None`` if it takes ``**kwargs``/is opaque.
-
-    Fields declared ``init=False`` are passed only if a hand-written ``__init__`` accepts them;
-    the implicit receiver (``self``) never counts.
-    """
-    init = cast(Any, cls).__init__
-    try:
-        params = list(inspect.signature(init, follow_wrapped=False).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if ((inspect.isfunction(init) or inspect.ismethoddescriptor(init))
-            and not isinstance(inspect.getattr_static(cls, "__init__"), staticmethod)
-            and params and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD):
-        params = params[1:]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-
-
 # ----------------------------------------------------------------- official-compatible helpers
 #
 # The official SDK's internal modules call these by name; they raise instead of falling back.
@@ -762,8 +482,8 @@ def _from_json(json_str: str | bytes | bytearray, expected_type: Any = None,
     if expected_type is None:
         return _loads(json_str)
     raw = _loads_ignoring_marker(json_str) if _may_carry_marker(json_str) else _loads(json_str)
-    return _plan(expected_type)(raw, converter)
+    return plan_for(expected_type)(raw, converter)
 
 
 def _coerce_to_type(value: Any, expected_type: Any, converter: DataConverter | None = None) -> Any:
-    return _plan(expected_type)(value, converter) if expected_type is not None else value
+    return plan_for(expected_type)(value, converter) if expected_type is not None else value
