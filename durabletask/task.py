@@ -14,6 +14,9 @@ from durabletask.internal.contexts import (
     OrchestrationContext,
     Orchestrator,
     ReplaySafeLogger,
+    T,
+    TInput,
+    TOutput,
     get_name,
 )
 from durabletask.internal.failures import (
@@ -55,6 +58,9 @@ __all__ = [
     "ReplaySafeLogger",
     "RetryPolicy",
     "RetryableTask",
+    "T",
+    "TInput",
+    "TOutput",
     "Task",
     "TaskCancelledError",
     "TaskFailedError",
