@@ -212,23 +212,25 @@ class CompositeTask(Task[T]):
         self._failed_tasks = 0
         # id(child) -> how many times the child appears (a task may be passed twice).
         pending: dict[int, int] = {}
-        for child in self._tasks:
-            pending[id(child)] = pending.get(id(child), 0) + 1
-        self._pending = pending
-        seen: set[int] = set()
+        already_complete: list[Task[Any]] = []
         for child in self._tasks:
             key = id(child)
-            if key in seen:
+            count = pending.get(key)
+            if count is not None:
+                pending[key] = count + 1
                 continue
-            seen.add(key)
-            if self._is_complete:
-                break
+            pending[key] = 1
             if child._is_complete:
-                self.on_child_completed(child)
+                already_complete.append(child)
             elif child._parents is None:
                 child._parents = [self]
             else:
                 child._parents.append(self)
+        self._pending = pending
+        for child in already_complete:
+            if self._is_complete:
+                break
+            self.on_child_completed(child)
 
     def get_tasks(self) -> list[Task[Any]]:
         """The child tasks, in the order given."""

@@ -72,7 +72,13 @@ class ScheduleTask(_WithInput):
 
     def __init__(self, id: int, name: str, data: Any, converter: DataConverter | None,
                  tags: dict[str, str] | None, version: str | None) -> None:
-        _WithInput.__init__(self, id, data, converter)
+        self.id = id
+        if converter is None:
+            self._input = data
+            self._encoded = _UNSET
+        else:
+            self._input = None
+            self._encoded = converter.serialize(data)
         self._name = name
         self.tags = tags
         self.version = version

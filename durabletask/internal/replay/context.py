@@ -88,6 +88,7 @@ class ReplayContext(OrchestrationContext):
         self._instance_id = instance_id
         self._registry = registry
         self._converter = converter
+        self._deserialize = converter.deserialize
         self._maximum_timer_interval = maximum_timer_interval
         self._is_replaying = True
         self._now_ts: timestamp_pb2.Timestamp | None = None
@@ -182,7 +183,7 @@ class ReplayContext(OrchestrationContext):
             name = get_name(activity)
             if return_type is None:
                 return_type = type_discovery.activity_output_type(activity, self._converter)
-        action = act.ScheduleTask(seq, name, input, self._encoder(), tags, None)
+        action = act.ScheduleTask(seq, name, input, None if self._is_replaying else self._converter, tags, None)
         self.pending_actions[seq] = action
         task: CompletableTask[Any]
         if retry_policy is None:

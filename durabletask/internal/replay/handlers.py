@@ -21,7 +21,7 @@ from durabletask.internal.tasks import TimerTask
 logger = logging.getLogger("durabletask.orchestration")
 
 def _orchestrator_started(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
-    ctx.set_time(event.timestamp)
+    ctx._now_ts = event.timestamp  # decoded only if the orchestrator reads the time
 
 
 def _execution_started(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
@@ -80,8 +80,14 @@ def _task_completed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
         _unexpected(ctx, "taskCompleted", seq)
         return
     raw = done.result.value
-    task.complete(ctx._converter.deserialize(raw, task._expected_type) if raw else None)
-    ctx.resume()
+    # Inlined CompletableTask.complete(): this runs once per activity on every replay.
+    task._result = ctx._deserialize(raw, task._expected_type) if raw else None
+    task._is_complete = True
+    if task._parents:
+        task._notify_parents()
+    waiting = ctx._waiting_on
+    if waiting is not None and waiting._is_complete:
+        ctx.resume()
 
 
 def _task_failed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
@@ -155,8 +161,8 @@ def _execution_terminated(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
     ctx.terminate(terminated.input.value if terminated.HasField("input") else None)
 
 
-def _ignore(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
-    """Informational events (and confirmations of the worker's own completion) need no action."""
+def _unknown(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    logger.debug("%s: ignoring history event of unknown kind %r", ctx.instance_id, event.WhichOneof("eventType"))
 
 
 def _unexpected(ctx: ReplayContext, kind: str, seq: int) -> None:
@@ -164,7 +170,7 @@ def _unexpected(ctx: ReplayContext, kind: str, seq: int) -> None:
         logger.warning("%s: ignoring %s for unknown or finished task #%d", ctx.instance_id, kind, seq)
 
 
-HANDLERS: dict[str | None, Handler] = {
+HANDLERS: dict[str | None, Handler | None] = {
     "orchestratorStarted": _orchestrator_started,
     "executionStarted": _execution_started,
     "taskScheduled": _task_scheduled,
@@ -180,15 +186,16 @@ HANDLERS: dict[str | None, Handler] = {
     "executionSuspended": _execution_suspended,
     "executionResumed": _execution_resumed,
     "executionTerminated": _execution_terminated,
-    "orchestratorCompleted": _ignore,
-    "executionCompleted": _ignore,
-    "executionRewound": _ignore,
-    "genericEvent": _ignore,
-    "historyState": _ignore,
-    "continueAsNew": _ignore,
+    "orchestratorCompleted": None,
+    "executionCompleted": None,
+    "executionRewound": None,
+    "genericEvent": None,
+    "historyState": None,
+    "continueAsNew": None,
 }
-"""Event kind -> handler. Kinds not listed (entity events until entities land, future kinds) are
-ignored with a debug log by the engine."""
+"""Event kind -> handler. None marks informational kinds that need no action (the worker's own
+completion markers, rewind markers, DTFx-internal state); kinds not listed at all (future kinds)
+are ignored with a debug log."""
 
 _NOT_SUSPENDABLE = frozenset({"executionResumed", "executionTerminated"})
 
@@ -200,18 +207,18 @@ def apply_events(ctx: ReplayContext, events: Iterable[pb.HistoryEvent]) -> None:
     the events are still applied, so that a termination in the same batch wins.
     """
     handlers = HANDLERS
-    for event in events:
-        kind = event.WhichOneof("eventType")
-        if ctx.suspended and kind not in _NOT_SUSPENDABLE:
-            ctx.suspended_events.append(event)
-            continue
-        handler = handlers.get(kind)
-        if handler is None:
-            logger.debug("%s: ignoring history event of unknown kind %r", ctx.instance_id, kind)
-            continue
+    remaining = iter(events)
+    while True:
         try:
-            handler(ctx, event)
+            for event in remaining:
+                kind = event.WhichOneof("eventType")
+                if ctx.suspended and kind not in _NOT_SUSPENDABLE:
+                    ctx.suspended_events.append(event)
+                    continue
+                handler = handlers.get(kind, _unknown)
+                if handler is not None:
+                    handler(ctx, event)
+            return
         except Exception as ex:
-            if not ctx.is_replaying or ctx.status is None:
-                logger.debug("%s: orchestration failed while applying %s", ctx.instance_id, kind, exc_info=True)
+            logger.debug("%s: orchestration failed", ctx.instance_id, exc_info=True)
             ctx.fail(ex)
