@@ -86,7 +86,7 @@ class CompletableTask(Task[T]):
         expected_type: The type the result is decoded into; None keeps plain JSON values.
     """
 
-    __slots__ = ("_expected_type", "_retryable_parent")
+    __slots__ = ("_expected_type",)
 
     def __init__(self, expected_type: type | None = None) -> None:
         self._is_complete = False
@@ -94,7 +94,6 @@ class CompletableTask(Task[T]):
         self._result = None
         self._parents = None
         self._expected_type = expected_type
-        self._retryable_parent: RetryableTask[Any] | None = None
 
     def complete(self, result: T) -> None:
         """Complete the task with a result and wake whatever waits on it."""
@@ -161,12 +160,13 @@ class CancellableTask(CompletableTask[T]):
 class TimerTask(CancellableTask[None]):
     """A durable timer. Long timers are split into chunks no longer than the worker's maximum."""
 
-    __slots__ = ("_final_fire_at", "_maximum_timer_interval")
+    __slots__ = ("_final_fire_at", "_maximum_timer_interval", "_retryable_parent")
 
     def __init__(self, final_fire_at: datetime | None = None, maximum_timer_interval: Any = None) -> None:
         CancellableTask.__init__(self)
         self._final_fire_at = final_fire_at
         self._maximum_timer_interval = maximum_timer_interval
+        self._retryable_parent: RetryableTask[Any] | None = None
 
     def set_retryable_parent(self, retryable_task: RetryableTask[Any]) -> None:
         """Mark this timer as the back-off delay before ``retryable_task``'s next attempt."""
@@ -280,7 +280,8 @@ class WhenAllTask(CompositeTask[list[T]]):
             self._failed_tasks += occurrences
             if self._pending_exception is None:
                 self._pending_exception = task._exception
-        elif isinstance(task, CancellableTask) and task._is_cancelled and self._pending_exception is None:
+        elif task._result is None and isinstance(task, CancellableTask) and task._is_cancelled \
+                and self._pending_exception is None:
             self._pending_exception = TaskFailedError(
                 "A task awaited by when_all was cancelled.", TaskCancelledError("The task was cancelled.")
             )

@@ -22,17 +22,14 @@ _UNSET: Any = object()
 class Action:
     """An action with a sequence number; subclasses know their wire shape and user-facing name."""
 
-    __slots__ = ("id",)
+    __slots__ = ("id", "name")
 
     method: str = ""  # the OrchestrationContext method that creates it, for error messages
     kind: str = ""  # the OrchestratorAction oneof field
 
-    def __init__(self, id: int) -> None:
+    def __init__(self, id: int, name: str = "") -> None:
         self.id = id
-
-    @property
-    def name(self) -> str:
-        return ""
+        self.name = name
 
     def describe(self) -> str:
         return f"{self.method}('{self.name}')" if self.name else f"{self.method}()"
@@ -44,8 +41,9 @@ class Action:
 class _WithInput(Action):
     __slots__ = ("_encoded", "_input")
 
-    def __init__(self, id: int, data: Any, converter: DataConverter | None) -> None:
+    def __init__(self, id: int, name: str, data: Any, converter: DataConverter | None) -> None:
         self.id = id
+        self.name = name
         if converter is None:  # created during replay: encode only if ever sent
             self._input = data
             self._encoded = _UNSET
@@ -66,30 +64,27 @@ def _string_value(value: str | None) -> wrappers_pb2.StringValue | None:
 
 
 class ScheduleTask(_WithInput):
-    __slots__ = ("_name", "tags", "version")
+    __slots__ = ("tags", "version")
     method = "call_activity"
     kind = "scheduleTask"
 
     def __init__(self, id: int, name: str, data: Any, converter: DataConverter | None,
                  tags: dict[str, str] | None, version: str | None) -> None:
+        # Flattened rather than calling _WithInput.__init__: one of these is made per activity call.
         self.id = id
+        self.name = name
         if converter is None:
             self._input = data
             self._encoded = _UNSET
         else:
             self._input = None
             self._encoded = converter.serialize(data)
-        self._name = name
         self.tags = tags
         self.version = version
 
-    @property
-    def name(self) -> str:
-        return self._name
-
     def to_proto(self, converter: DataConverter) -> pb.OrchestratorAction:
         return pb.OrchestratorAction(id=self.id, scheduleTask=pb.ScheduleTaskAction(
-            name=self._name,
+            name=self.name,
             input=_string_value(self.encoded_input(converter)),
             tags=self.tags,
             version=_string_value(self.version),
@@ -97,24 +92,19 @@ class ScheduleTask(_WithInput):
 
 
 class CreateSubOrchestration(_WithInput):
-    __slots__ = ("_name", "instance_id", "version")
+    __slots__ = ("instance_id", "version")
     method = "call_sub_orchestrator"
     kind = "createSubOrchestration"
 
     def __init__(self, id: int, name: str, instance_id: str, data: Any, converter: DataConverter | None,
                  version: str | None) -> None:
-        _WithInput.__init__(self, id, data, converter)
-        self._name = name
+        _WithInput.__init__(self, id, name, data, converter)
         self.instance_id = instance_id
         self.version = version
 
-    @property
-    def name(self) -> str:
-        return self._name
-
     def to_proto(self, converter: DataConverter) -> pb.OrchestratorAction:
         return pb.OrchestratorAction(id=self.id, createSubOrchestration=pb.CreateSubOrchestrationAction(
-            name=self._name,
+            name=self.name,
             instanceId=self.instance_id,
             input=_string_value(self.encoded_input(converter)),
             version=_string_value(self.version),
@@ -122,26 +112,21 @@ class CreateSubOrchestration(_WithInput):
 
 
 class SendEvent(_WithInput):
-    __slots__ = ("_name", "instance_id")
+    __slots__ = ("instance_id",)
     method = "send_event"
     kind = "sendEvent"
 
     def __init__(self, id: int, instance_id: str, name: str, data: Any, converter: DataConverter | None) -> None:
-        _WithInput.__init__(self, id, data, converter)
+        _WithInput.__init__(self, id, name, data, converter)
         self.instance_id = instance_id
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     def describe(self) -> str:
-        return f"send_event('{self.instance_id}', '{self._name}')"
+        return f"send_event('{self.instance_id}', '{self.name}')"
 
     def to_proto(self, converter: DataConverter) -> pb.OrchestratorAction:
         return pb.OrchestratorAction(id=self.id, sendEvent=pb.SendEventAction(
             instance=pb.OrchestrationInstance(instanceId=self.instance_id),
-            name=self._name,
+            name=self.name,
             data=_string_value(self.encoded_input(converter)),
         ))
 
@@ -153,6 +138,7 @@ class CreateTimer(Action):
 
     def __init__(self, id: int, fire_at: datetime) -> None:
         self.id = id
+        self.name = ""
         self.fire_at = fire_at
 
     def to_proto(self, converter: DataConverter) -> pb.OrchestratorAction:

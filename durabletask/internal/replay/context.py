@@ -16,8 +16,6 @@ from datetime import datetime, timedelta, timezone
 from types import CoroutineType, GeneratorType
 from typing import Any, cast
 
-from google.protobuf import timestamp_pb2
-
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import type_discovery
 from durabletask.internal.contexts import OrchestrationContext, get_name
@@ -91,7 +89,8 @@ class ReplayContext(OrchestrationContext):
         self._deserialize = converter.deserialize
         self._maximum_timer_interval = maximum_timer_interval
         self._is_replaying = True
-        self._now_ts: timestamp_pb2.Timestamp | None = None
+        # The latest OrchestratorStarted event; its timestamp is decoded only if code reads the time.
+        self._clock_event: pb.HistoryEvent | None = None
         self._now: datetime = _BEFORE_START
         self._sequence = 0
         self._uuid_counter = 0
@@ -120,19 +119,18 @@ class ReplayContext(OrchestrationContext):
         # Suspension buffers everything except resume and terminate.
         self.suspended = False
         self.suspended_events: list[pb.HistoryEvent] = []
+        # Rewind (client-side flow): history ends in ExecutionCompleted and ExecutionRewound arrives.
+        self.saw_execution_completed = False
+        self.rewind_requested = False
 
     # ----------------------------------------------------------------- clock and identity
 
-    def set_time(self, ts: timestamp_pb2.Timestamp) -> None:
-        """Move the deterministic clock to an OrchestratorStarted timestamp (decoded lazily)."""
-        self._now_ts = ts
-
     @property
     def current_utc_datetime(self) -> datetime:
-        ts = self._now_ts
-        if ts is not None:
-            self._now = act.from_timestamp(ts)
-            self._now_ts = None
+        event = self._clock_event
+        if event is not None:
+            self._now = act.from_timestamp(event.timestamp)
+            self._clock_event = None
         return self._now
 
     @property

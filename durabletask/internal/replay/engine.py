@@ -81,13 +81,13 @@ class OrchestrationExecutor:
             raise OrchestrationStateError(
                 f"the work item for instance '{instance_id}' has no new events; there is nothing to run"
             )
-        if rewind.needs_rewind(past_events, new_events):
-            logger.info("%s: rewinding the failed orchestration", instance_id)
-            return ExecutionResult([rewind.rewind_action(past_events, new_events)], None, None)
         ctx = self.new_context(instance_id)
         apply_events(ctx, past_events)
         ctx._is_replaying = False
         apply_events(ctx, new_events)
+        if ctx.rewind_requested:
+            logger.info("%s: rewinding the failed orchestration", instance_id)
+            return ExecutionResult([rewind.rewind_action(past_events, new_events)], None, None)
         if not ctx.started and ctx.status is None:
             raise ctx.start_not_seen()
         return result_of(ctx)

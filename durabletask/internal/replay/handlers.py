@@ -21,7 +21,7 @@ from durabletask.internal.tasks import TimerTask
 logger = logging.getLogger("durabletask.orchestration")
 
 def _orchestrator_started(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
-    ctx._now_ts = event.timestamp  # decoded only if the orchestrator reads the time
+    ctx._clock_event = event  # the timestamp is decoded only if the orchestrator reads the time
 
 
 def _execution_started(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
@@ -83,8 +83,11 @@ def _task_completed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
     # Inlined CompletableTask.complete(): this runs once per activity on every replay.
     task._result = ctx._deserialize(raw, task._expected_type) if raw else None
     task._is_complete = True
-    if task._parents:
-        task._notify_parents()
+    parents = task._parents
+    if parents:
+        task._parents = None
+        for parent in parents:
+            parent.on_child_completed(task)
     waiting = ctx._waiting_on
     if waiting is not None and waiting._is_complete:
         ctx.resume()
@@ -161,6 +164,17 @@ def _execution_terminated(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
     ctx.terminate(terminated.input.value if terminated.HasField("input") else None)
 
 
+def _execution_completed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    ctx.saw_execution_completed = True
+
+
+def _execution_rewound(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    # A rewind marker in past events is informational. A new one over a finished history asks
+    # this worker to rewrite the history (see rewind.py); otherwise it just wakes the instance.
+    if not ctx.is_replaying and ctx.saw_execution_completed:
+        ctx.rewind_requested = True
+
+
 def _unknown(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
     logger.debug("%s: ignoring history event of unknown kind %r", ctx.instance_id, event.WhichOneof("eventType"))
 
@@ -187,8 +201,8 @@ HANDLERS: dict[str | None, Handler | None] = {
     "executionResumed": _execution_resumed,
     "executionTerminated": _execution_terminated,
     "orchestratorCompleted": None,
-    "executionCompleted": None,
-    "executionRewound": None,
+    "executionCompleted": _execution_completed,
+    "executionRewound": _execution_rewound,
     "genericEvent": None,
     "historyState": None,
     "continueAsNew": None,

@@ -19,13 +19,6 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.failures import OrchestrationStateError
 
 
-def needs_rewind(past: Sequence[pb.HistoryEvent], new: Sequence[pb.HistoryEvent]) -> bool:
-    """True when ``new`` asks to rewind an execution that history shows as finished."""
-    return any(e.HasField("executionRewound") for e in new) and any(
-        e.HasField("executionCompleted") for e in past
-    )
-
-
 def rewind_action(past: Sequence[pb.HistoryEvent], new: Sequence[pb.HistoryEvent]) -> pb.OrchestratorAction:
     """Build the ``rewindOrchestration`` action with the cleaned history.
 
