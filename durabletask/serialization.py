@@ -29,7 +29,7 @@ import types
 import typing
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any, Final, cast
@@ -181,15 +181,15 @@ class JsonDataConverter(DataConverter):
         """
         if value is None:
             return None
+        kind = type(value)
         try:
-            kind = type(value)
             if kind is str:
                 return _encode_str(value)
             if kind is int:
-                return int.__repr__(value)
+                return str(value)  # exactly int, so str() is int's repr, as json writes it
             if kind is bool:
                 return "true" if value else "false"
-            return _encode(value)
+            return _join(_encode_chunks(value, 0))
         except (TypeError, ValueError, RecursionError) as exc:
             raise _describe_failure(value, exc) from exc
 
@@ -203,8 +203,15 @@ class JsonDataConverter(DataConverter):
         if not data:
             return None
         if target_type is None:
+            if type(data) is str and _AUTO_SERIALIZED not in data:  # the hot path, inlined
+                try:
+                    value, end = _scan_once(data, 0)
+                    if end == len(data):
+                        return value
+                except StopIteration:
+                    pass
             return _loads(data)
-        raw = _loads_ignoring_marker(data) if _may_carry_marker(data) else _loads(data)
+        raw = _loads(data) if type(data) is str and _AUTO_SERIALIZED not in data else _loads_ignoring_marker(data)
         try:
             return plan_for(target_type)(raw, self)
         except Exception as exc:
@@ -232,6 +239,8 @@ class JsonDataConverter(DataConverter):
         try:
             return _CLAIMS[target_type]
         except KeyError:
+            if len(_CLAIMS) >= _CACHE_LIMIT:
+                _CLAIMS.clear()
             answer = _CLAIMS[target_type] = _claims(self, target_type)
             return answer
         except TypeError:  # unhashable annotation
@@ -278,64 +287,64 @@ def _claims(converter: DataConverter, target_type: Any) -> bool:
 def _encode_default(obj: Any) -> Any:
     """Give the JSON encoder a native stand-in for a value it cannot encode itself."""
     kind = type(obj)
+    stand_in = _STAND_INS.get(kind)
+    if stand_in is None:
+        stand_in = _stand_in_for(kind)
+        if len(_STAND_INS) >= _CACHE_LIMIT:
+            _STAND_INS.clear()
+        _STAND_INS[kind] = stand_in
+    return stand_in(obj)
+
+
+def _stand_in_for(kind: type) -> Callable[[Any], Any]:
+    """Decide once per type how its instances are encoded (same precedence as the official SDK)."""
     hook = getattr(kind, "to_json", None)
     if callable(hook):
-        return hook(obj)
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    names = _dataclass_fields(kind)
-    if names is not None:
-        # Shallow on purpose: the encoder recurses into the field values itself, so nested
-        # values still reach this hook (and their own to_json) instead of being flattened.
-        return {name: getattr(obj, name) for name in names}
-    if isinstance(obj, SimpleNamespace):
-        return vars(obj)
-    raise SerializationError(f"Object of type '{kind.__qualname__}' is not JSON serializable",
-                             value_type=kind)
+        return cast(Callable[[Any], Any], hook)  # type(obj).to_json(obj): instance or static method
+    if issubclass(kind, enum.Enum):
+        return lambda obj: obj.value
+    if dataclasses.is_dataclass(kind):
+        # Shallow on purpose: the encoder recurses into the field values itself, so nested values
+        # still reach this hook (and their own to_json) instead of being flattened by asdict().
+        names = tuple(f.name for f in dataclasses.fields(kind))
+        return lambda obj: {name: getattr(obj, name) for name in names}
+    if issubclass(kind, SimpleNamespace):
+        return vars
+
+    def unsupported(obj: Any) -> Any:
+        raise SerializationError(f"Object of type '{kind.__qualname__}' is not JSON serializable",
+                                 value_type=kind)
+
+    return unsupported
 
 
-_FIELDS: dict[type, tuple[str, ...] | None] = {}
+_STAND_INS: dict[type, Callable[[Any], Any]] = {}
 
 
-def _dataclass_fields(kind: type) -> tuple[str, ...] | None:
-    try:
-        return _FIELDS[kind]
-    except KeyError:
-        names = tuple(f.name for f in dataclasses.fields(kind)) if dataclasses.is_dataclass(kind) else None
-        if len(_FIELDS) >= _CACHE_LIMIT:
-            _FIELDS.clear()
-        _FIELDS[kind] = names
-        return names
-
-
-def _make_encoder() -> Callable[[Any], str]:
-    """Build the container encoder once, matching ``json.dumps(value, default=...)`` output.
+def _make_encoder() -> Callable[[Any, int], Iterable[str]]:
+    """Build the container encoder once; its chunks join to ``json.dumps(value, default=...)``.
 
     ``json.dumps`` constructs a fresh C encoder on every call, which costs more than encoding a
     small payload. The one built here is reused; it skips the circular-reference bookkeeping
     (a shared table would not be thread-safe), so a cycle surfaces as ``RecursionError`` and is
     reported by :func:`_describe_failure`.
     """
-    fallback = json.JSONEncoder(default=_encode_default).encode
+    portable = json.JSONEncoder(default=_encode_default).encode
     make = getattr(json.encoder, "c_make_encoder", None)
     quote = getattr(json.encoder, "c_encode_basestring_ascii", None)
-    if make is None or quote is None:
-        return fallback
     try:
-        c_encoder = make(None, _encode_default, quote, None, ": ", ", ", False, False, True)
-
-        def encode(value: Any) -> str:
-            return "".join(c_encoder(value, 0))
-
-        probe = {"k": [1, 2.5, "\u00e9\n", None, True, float("inf")], "t": (1,)}
-        if encode(probe) == json.dumps(probe):
-            return encode
+        if make is not None and quote is not None:
+            chunks = make(None, _encode_default, quote, None, ": ", ", ", False, False, True)
+            probe = {"k": [1, 2.5, "\u00e9\n", None, True, float("inf")], "t": (1,)}
+            if "".join(chunks(probe, 0)) == json.dumps(probe):
+                return cast(Callable[[Any, int], Iterable[str]], chunks)
     except Exception:  # an interpreter whose private encoder API differs
         pass
-    return fallback
+    return lambda value, _level: (portable(value),)
 
 
-_encode: Final = _make_encoder()
+_encode_chunks: Final = _make_encoder()
+_join: Final = "".join
 _encode_str: Final[Callable[[str], str]] = getattr(
     json.encoder, "c_encode_basestring_ascii", None) or json.encoder.py_encode_basestring_ascii
 
