@@ -19,7 +19,6 @@ encoder built at import time, and untyped reads call the C scanner directly.
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import enum
 import json
 import json.decoder
@@ -27,10 +26,8 @@ import json.encoder
 import logging
 import types
 import typing
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any, Final, cast
 
@@ -348,14 +345,17 @@ _join: Final = "".join
 _encode_str: Final[Callable[[str], str]] = getattr(
     json.encoder, "c_encode_basestring_ascii", None) or json.encoder.py_encode_basestring_ascii
 
-_HINTS: Final[tuple[tuple[tuple[type, ...], str], ...]] = (
-    ((datetime, date, time), "convert it to an ISO 8601 string with .isoformat() "
-                             "and back with fromisoformat()"),
-    ((timedelta,), "convert it to a number, e.g. .total_seconds()"),
-    ((set, frozenset), "convert it to a list, e.g. sorted(value)"),
-    ((bytes, bytearray, memoryview), "encode it as text, e.g. base64.b64encode(value).decode()"),
-    ((decimal.Decimal, uuid.UUID), "convert it with str(value)"),
-)
+# Remedies for common non-JSON types, keyed by "module.qualname" so that the modules need not be
+# imported just in case (this table is consulted only after a failure).
+_HINTS: Final[dict[str, str]] = {
+    **dict.fromkeys(("datetime.datetime", "datetime.date", "datetime.time"),
+                    "convert it to an ISO 8601 string with .isoformat() and back with fromisoformat()"),
+    "datetime.timedelta": "convert it to a number, e.g. .total_seconds()",
+    **dict.fromkeys(("builtins.set", "builtins.frozenset"), "convert it to a list, e.g. sorted(value)"),
+    **dict.fromkeys(("builtins.bytes", "builtins.bytearray", "builtins.memoryview"),
+                    "encode it as text, e.g. base64.b64encode(value).decode()"),
+    **dict.fromkeys(("decimal.Decimal", "uuid.UUID", "pathlib.PurePath"), "convert it with str(value)"),
+}
 _GENERIC_HINT: Final = ("make it a dataclass, give its class a to_json() method (and a from_json() "
                         "classmethod to read it back), convert it to JSON-native values (str, int, "
                         "float, bool, None, list, dict), or pass a custom data_converter= to the "
@@ -391,7 +391,8 @@ def _describe_failure(value: Any, exc: BaseException) -> SerializationError:
     elif isinstance(problem, BaseException):
         message = f"to_json() of type '{name}'{where} failed: {problem!r}"
     else:
-        hint = next((h for kinds, h in _HINTS if isinstance(culprit, kinds)), _GENERIC_HINT)
+        names = (f"{k.__module__}.{k.__qualname__}" for k in kind.__mro__)
+        hint = next((_HINTS[n] for n in names if n in _HINTS), _GENERIC_HINT)
         message = f"Object of type '{name}'{where} is not JSON serializable: {hint}"
     return SerializationError(message, value_type=kind, path=path)
 
