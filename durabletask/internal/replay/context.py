@@ -82,8 +82,10 @@ class ReplayContext(OrchestrationContext):
         registry: Registry,
         converter: DataConverter,
         maximum_timer_interval: timedelta | None,
+        default_version: str | None = None,
     ) -> None:
         self._instance_id = instance_id
+        self._default_version = default_version
         self._registry = registry
         self._converter = converter
         self._deserialize = converter.deserialize
@@ -198,7 +200,8 @@ class ReplayContext(OrchestrationContext):
         name = orchestrator if isinstance(orchestrator, str) else get_name(orchestrator)
         if instance_id is None:
             instance_id = f"{self._instance_id}:{seq:04x}"
-        action = act.CreateSubOrchestration(seq, name, instance_id, input, self._encoder(), version)
+        action = act.CreateSubOrchestration(seq, name, instance_id, input, self._encoder(),
+                                            version or self._default_version)
         self.pending_actions[seq] = action
         task: CompletableTask[Any]
         if retry_policy is None:

@@ -51,6 +51,7 @@ class OrchestrationExecutor:
         registry: Where orchestrators are looked up by name.
         data_converter: Encodes and decodes payloads.
         maximum_timer_interval: Split longer timers into chunks of this length; None disables it.
+        default_version: The version given to sub-orchestrations started without one.
     """
 
     def __init__(
@@ -59,8 +60,10 @@ class OrchestrationExecutor:
         *,
         data_converter: DataConverter | None = None,
         maximum_timer_interval: timedelta | None = DEFAULT_MAXIMUM_TIMER_INTERVAL,
+        default_version: str | None = None,
     ) -> None:
         self._registry = registry
+        self._default_version = default_version
         self._converter = data_converter or DEFAULT_DATA_CONVERTER
         self._maximum_timer_interval = maximum_timer_interval
 
@@ -94,7 +97,8 @@ class OrchestrationExecutor:
 
     def new_context(self, instance_id: str) -> ReplayContext:
         """A fresh replay state, in replay mode, for ``instance_id``."""
-        return ReplayContext(instance_id, self._registry, self._converter, self._maximum_timer_interval)
+        return ReplayContext(instance_id, self._registry, self._converter, self._maximum_timer_interval,
+                             self._default_version)
 
 
 def result_of(ctx: ReplayContext) -> ExecutionResult:

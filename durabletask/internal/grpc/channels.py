@@ -1,0 +1,153 @@
+"""Creating gRPC channels from a host address, the way the official SDK reads it.
+
+``https://`` or ``grpcs://`` means TLS, ``http://`` or ``grpc://`` plaintext; a bare
+``host:port`` follows ``secure_channel``. Extra metadata is added to every call by an
+interceptor, for sync and asyncio channels alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import grpc
+import grpc.aio
+
+from durabletask.grpc_options import GrpcChannelOptions
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+
+DEFAULT_HOST_ADDRESS = "localhost:4001"
+_SECURE = ("https://", "grpcs://")
+_INSECURE = ("http://", "grpc://")
+
+Metadata = Sequence[tuple[str, str]]
+
+
+class Target(NamedTuple):
+    address: str
+    secure: bool
+
+
+def parse_host_address(host_address: str | None, secure_channel: bool) -> Target:
+    """Split a host address into the gRPC target and whether to use TLS.
+
+    Raises:
+        ValueError: The address is empty once its scheme is removed.
+    """
+    address = (host_address or DEFAULT_HOST_ADDRESS).strip()
+    lowered = address.lower()
+    secure = secure_channel
+    for prefix in _SECURE:
+        if lowered.startswith(prefix):
+            address, secure = address[len(prefix):], True
+            break
+    else:
+        for prefix in _INSECURE:
+            if lowered.startswith(prefix):
+                address, secure = address[len(prefix):], False
+                break
+    address = address.rstrip("/")
+    if not address:
+        raise ValueError(f"host_address {host_address!r} has no host: use e.g. 'localhost:8080' or "
+                         f"'https://myscheduler.westus2.durabletask.io'")
+    return Target(address, secure)
+
+
+def _options(channel_options: GrpcChannelOptions | None) -> list[tuple[str, Any]]:
+    return channel_options.to_grpc_options() if channel_options is not None else []
+
+
+def sync_channel(host_address: str | None, secure_channel: bool = False,
+                 interceptors: Sequence[Any] | None = None,
+                 channel_options: GrpcChannelOptions | None = None) -> grpc.Channel:
+    """A blocking channel, with ``interceptors`` applied in order."""
+    target = parse_host_address(host_address, secure_channel)
+    options = _options(channel_options)
+    if target.secure:
+        channel = grpc.secure_channel(target.address, grpc.ssl_channel_credentials(), options=options)
+    else:
+        channel = grpc.insecure_channel(target.address, options=options)
+    if interceptors:
+        channel = grpc.intercept_channel(channel, *interceptors)
+    return channel
+
+
+def async_channel(host_address: str | None, secure_channel: bool = False,
+                  interceptors: Sequence[Any] | None = None,
+                  channel_options: GrpcChannelOptions | None = None) -> grpc.aio.Channel:
+    """An asyncio channel, with ``interceptors`` applied in order."""
+    target = parse_host_address(host_address, secure_channel)
+    options = _options(channel_options)
+    chain = list(interceptors) if interceptors else None
+    if target.secure:
+        return grpc.aio.secure_channel(target.address, grpc.ssl_channel_credentials(), options=options,
+                                       interceptors=chain)
+    return grpc.aio.insecure_channel(target.address, options=options, interceptors=chain)
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+def _with_metadata(details: Any, extra: Metadata) -> _CallDetails:
+    merged = list(details.metadata or ()) + list(extra)
+    return _CallDetails(details.method, details.timeout, merged, details.credentials,
+                        getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+
+class MetadataInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                          grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds fixed metadata (e.g. ``taskhub``) to every call of a blocking channel."""
+
+    def __init__(self, metadata: Metadata) -> None:
+        self._metadata = list(metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(_with_metadata(details, self._metadata), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(_with_metadata(details, self._metadata), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(_with_metadata(details, self._metadata), request_iterator)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(_with_metadata(details, self._metadata), request_iterator)
+
+
+def _aio_details(details: Any, extra: Metadata) -> grpc.aio.ClientCallDetails:
+    merged = grpc.aio.Metadata(*(tuple(details.metadata or ())), *extra)
+    return grpc.aio.ClientCallDetails(details.method, details.timeout, merged, details.credentials,
+                                      details.wait_for_ready)
+
+
+class AsyncMetadataInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Adds fixed metadata to every unary and server-streaming call of an asyncio channel."""
+
+    def __init__(self, metadata: Metadata) -> None:
+        self._metadata = list(metadata)
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(_aio_details(client_call_details, self._metadata), request)
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(_aio_details(client_call_details, self._metadata), request)
+
+
+def with_metadata(metadata: Metadata | None, interceptors: Sequence[Any] | None, *, asynchronous: bool) -> list[Any]:
+    """The interceptor chain: the metadata interceptor (if any metadata) before the user's."""
+    chain: list[Any] = []
+    if metadata:
+        chain.append(AsyncMetadataInterceptor(metadata) if asynchronous else MetadataInterceptor(metadata))
+    chain += list(interceptors or ())
+    return chain
+
+
+def sidecar_stub(channel: grpc.Channel | grpc.aio.Channel) -> Any:
+    """A ``TaskHubSidecarService`` stub on ``channel`` (sync or asyncio, as the channel is)."""
+    return stubs.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]

@@ -1,0 +1,1 @@
+"""Worker runtime: the work-item stream, concurrency, and running orchestrations and activities."""

@@ -1,0 +1,110 @@
+"""Turning one work item into its completion: orchestration episodes and activity runs.
+
+No gRPC here: these functions take requests and return responses (or say the item must be
+given back), so they can be tested without a backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+from google.protobuf import wrappers_pb2
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import type_discovery
+from durabletask.internal.contexts import ActivityContext
+from durabletask.internal.failures import OrchestrationStateError, failure_details_to_proto
+from durabletask.internal.registry import Registry, not_registered_message
+from durabletask.internal.replay.actions import complete_orchestration
+from durabletask.internal.replay.engine import OrchestrationExecutor
+from durabletask.internal.runtime.options import VersionFailureStrategy, VersioningOptions, version_mismatch
+from durabletask.serialization import DataConverter
+
+logger = logging.getLogger("durabletask.worker")
+
+
+class ActivityNotRegisteredError(Exception):
+    """The backend sent an activity this worker does not have."""
+
+
+class Abandon(Exception):
+    """The work item must be given back to the backend (it will be redelivered)."""
+
+
+def _started_version(past: Sequence[pb.HistoryEvent], new: Sequence[pb.HistoryEvent]) -> str | None:
+    for events in (past, new):
+        for event in events:
+            if event.HasField("executionStarted"):
+                started = event.executionStarted
+                return started.version.value if started.HasField("version") else None
+    return None
+
+
+def run_orchestration(executor: OrchestrationExecutor, versioning: VersioningOptions | None,
+                      request: pb.OrchestratorRequest, past: Sequence[pb.HistoryEvent],
+                      completion_token: str) -> pb.OrchestratorResponse:
+    """Run one orchestration episode and build its completion.
+
+    Raises:
+        Abandon: The item must go back to the backend (version rejected, malformed work item).
+    """
+    instance_id = request.instanceId
+    new = request.newEvents
+    if versioning is not None:
+        mismatch = version_mismatch(versioning, _started_version(past, new))
+        if mismatch is not None:
+            if versioning.failure_strategy == VersionFailureStrategy.FAIL:
+                return pb.OrchestratorResponse(
+                    instanceId=instance_id, completionToken=completion_token,
+                    actions=[complete_orchestration(-1, pb.ORCHESTRATION_STATUS_FAILED, failure=mismatch)])
+            raise Abandon(mismatch.errorMessage)
+    try:
+        result = executor.execute(instance_id, past, new)
+    except OrchestrationStateError as error:
+        raise Abandon(str(error)) from error
+    status = result.encoded_custom_status
+    return pb.OrchestratorResponse(
+        instanceId=instance_id,
+        actions=result.actions,
+        customStatus=None if status is None else wrappers_pb2.StringValue(value=status),
+        completionToken=completion_token,
+    )
+
+
+def _is_async(fn: Any) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = type(fn).__call__ if not inspect.isfunction(fn) and not inspect.ismethod(fn) else None
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+async def run_activity(registry: Registry, converter: DataConverter, request: pb.ActivityRequest,
+                       completion_token: str, pool: Executor) -> pb.ActivityResponse:
+    """Run one activity: ``async def`` ones on the running loop, others on ``pool``."""
+    instance_id = request.orchestrationInstance.instanceId
+    response = pb.ActivityResponse(instanceId=instance_id, taskId=request.taskId, completionToken=completion_token)
+    try:
+        fn = registry.get_activity(request.name)
+        if fn is None:
+            raise ActivityNotRegisteredError(not_registered_message("activity", request.name, registry.activities))
+        raw = request.input.value
+        value = converter.deserialize(raw, type_discovery.activity_input_type(fn, converter)) if raw else None
+        ctx = ActivityContext(instance_id, request.taskId)
+        if _is_async(fn):
+            output = await fn(ctx, value)
+        else:
+            output = await asyncio.get_running_loop().run_in_executor(pool, fn, ctx, value)
+            if inspect.isawaitable(output):
+                output = await output
+        encoded = converter.serialize(output) if output is not None else None
+        if encoded is not None:
+            response.result.value = encoded
+    except Exception as error:
+        logger.info("activity '%s' (#%d of %s) failed: %s", request.name, request.taskId, instance_id, error)
+        response.failureDetails.CopyFrom(failure_details_to_proto(error))
+    return response
