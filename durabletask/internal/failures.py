@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import struct_pb2, wrappers_pb2
-from google.protobuf.json_format import MessageToDict
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 
@@ -184,4 +183,12 @@ def failure_details_from_proto(details: pb.TaskFailureDetails) -> FailureDetails
 
 
 def _plain(value: struct_pb2.Value) -> Any:
-    return MessageToDict(value)
+    """A protobuf ``Value`` as a plain JSON-like value (numbers stay floats, as on the wire)."""
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return {key: _plain(item) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(item) for item in value.list_value.values]
+    if kind is None:
+        return str(value)  # no kind set: its text form, "" for an empty value (as the official SDK does)
+    return None if kind == "null_value" else getattr(value, kind)

@@ -194,8 +194,6 @@ def test_event_without_a_kind_is_a_base_event_here_where_the_official_sdk_raises
         assert json.loads(description["to_dict"]) == {"event_id": 5, "timestamp": "2020-09-13T12:26:40.000005+00:00"}
 
 
-@pytest.mark.xfail(strict=True, reason="durabletask.internal.failures converts a kind-less "
-                   "google.protobuf.Value property to None; the official SDK gives str(value), i.e. ''")
 def test_failure_property_without_a_kind() -> None:
     event = pb.HistoryEvent(taskFailed=pb.TaskFailedEvent(failureDetails=pb.TaskFailureDetails(
         properties={"unset": struct_pb2.Value()})))
