@@ -1,0 +1,174 @@
+"""Runs a store's calls off the event loop: one thread, in submission order, with group commit.
+
+The engine submits batches and reads from the asyncio loop and awaits their futures. A blocking
+store (SQLite) gets a dedicated thread that takes everything queued since its last turn, commits
+all waiting batches in one transaction, runs reads in between in order, and resolves the futures
+with a single hand-over to the loop. A non-blocking store (memory) is called inline.
+
+Ordering guarantee: calls take effect in the order they were submitted, so a read submitted after
+a batch sees that batch, and the durable state is always a prefix of the engine's changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from durabletask.emulator.store.base import Batch, Store
+
+logger = logging.getLogger("durabletask.emulator.store")
+
+T = TypeVar("T")
+
+# Queue entries: (batch or callable, future).
+_Entry = tuple[Any, "asyncio.Future[Any]"]
+
+
+class StoreRunner:
+    """Owns the store and the thread that talks to it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[_Entry] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._last: asyncio.Future[Any] | None = None
+        self.commits = 0
+        """Number of transactions (group commits) so far, for tests and benchmarks."""
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.store.blocking:
+            ready: asyncio.Future[None] = self._loop.create_future()
+            self._thread = threading.Thread(target=self._run, args=(ready,), name="durabletask-emulator-store",
+                                            daemon=True)
+            self._thread.start()
+            await ready
+        else:
+            self.store.open()
+
+    async def stop(self) -> None:
+        if self._thread is not None:
+            with self._cond:
+                self._closing = True
+                self._cond.notify()
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            self._thread = None
+        elif self._loop is not None:
+            self.store.close()
+        self._loop = None
+
+    def submit(self, batch: Batch) -> asyncio.Future[None]:
+        """Queue a batch; the future resolves once it is durable (or fails with the store's error)."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the store runner is not started")
+        future: asyncio.Future[None] = loop.create_future()
+        if self._thread is None:
+            error = self.store.apply([batch])[0]
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+            return future
+        self._enqueue((batch, future))
+        return future
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a read on the store, after every batch submitted before it."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the store runner is not started")
+        if self._thread is None:
+            return function(*args)
+        future: asyncio.Future[T] = loop.create_future()
+        self._enqueue((lambda: function(*args), future))
+        return await future
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is durable."""
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.shield(last)
+
+    @property
+    def pending(self) -> bool:
+        return self._last is not None and not self._last.done()
+
+    def _enqueue(self, entry: _Entry) -> None:
+        self._last = entry[1]
+        with self._cond:
+            self._queue.append(entry)
+            if len(self._queue) == 1:
+                self._cond.notify()
+
+    # -- the store thread
+
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            self.store.open()
+        except BaseException as error:  # report to start() and end the thread
+            loop.call_soon_threadsafe(_settle, ready, None, error)
+            return
+        loop.call_soon_threadsafe(_settle, ready, None, None)
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._closing:
+                        self._cond.wait()
+                    entries, self._queue = self._queue, []
+                    if not entries and self._closing:
+                        return
+                outcomes = self._process(entries)
+                loop.call_soon_threadsafe(_settle_all, outcomes)
+        finally:
+            self.store.close()
+
+    def _process(self, entries: list[_Entry]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        pending: list[_Entry] = []
+
+        def commit_pending() -> None:
+            if not pending:
+                return
+            try:
+                errors = self.store.apply([batch for batch, _ in pending])
+                self.commits += 1
+            except BaseException as error:  # an unexpected failure fails every batch of the group
+                logger.exception("the store failed to apply %d batch(es)", len(pending))
+                errors = [error] * len(pending)
+            outcomes.extend((future, None, error) for (_, future), error in zip(pending, errors, strict=True))
+            pending.clear()
+
+        for entry in entries:
+            if isinstance(entry[0], Batch):
+                pending.append(entry)
+                continue
+            commit_pending()
+            try:
+                outcomes.append((entry[1], entry[0](), None))
+            except BaseException as error:
+                outcomes.append((entry[1], None, error))
+        commit_pending()
+        return outcomes
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        _settle(future, result, error)
