@@ -18,7 +18,7 @@ from durabletask.emulator.store import (
     Store,
     StoreRunner,
 )
-from durabletask.emulator.store.base import COMPLETED, PENDING, RUNNING
+from durabletask.emulator.store.base import COMPLETED, FAILED, PENDING, RUNNING
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -101,14 +101,16 @@ def test_history_appends_in_order_and_is_cleared(store: Store) -> None:
     assert store.read_history("default", "i1") == [b"new"]
 
 
-def test_finished_instances_are_loaded_without_history(store: Store) -> None:
+def test_finished_instances_are_loaded_without_history_except_failed_ones(store: Store) -> None:
     batch = Batch()
     batch.put_instance(record("done", status=COMPLETED))
     batch.append_history("default", "done", 0, [b"a"])
+    batch.put_instance(record("failed", status=FAILED))
+    batch.append_history("default", "failed", 0, [b"f"])
     batch.put_instance(record("pending", status=PENDING))
     commit(store, batch)
     snap = store.load("default")
-    assert snap.histories == {"pending": []}
+    assert snap.histories == {"pending": [], "failed": [b"f"]}
     assert store.read_history("default", "done") == [b"a"]
 
 

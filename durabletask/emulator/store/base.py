@@ -36,6 +36,12 @@ SUSPENDED = 7
 TERMINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELED, TERMINATED})
 
 
+def history_in_memory(status: int) -> bool:
+    """Whether the engine keeps an instance's history in memory: open instances, and failed ones
+    (a rewind rewrites their history)."""
+    return status not in TERMINAL_STATUSES or status == FAILED
+
+
 @dataclass(slots=True)
 class InstanceRecord:
     """The metadata row of one orchestration instance (its current execution)."""
@@ -249,7 +255,7 @@ class HubSnapshot:
 
     instances: list[InstanceRecord] = field(default_factory=list)
     histories: dict[str, list[bytes]] = field(default_factory=dict)
-    """Histories of the instances that have not finished, by instance id."""
+    """Histories of the instances for which ``history_in_memory(status)``, by instance id."""
     messages: list[Message] = field(default_factory=list)
     """Every inbox message, ordered by id."""
     activities: list[ActivityRecord] = field(default_factory=list)

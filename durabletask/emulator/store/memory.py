@@ -24,6 +24,7 @@ from durabletask.emulator.store.base import (
     PutInstance,
     PutMessage,
     Store,
+    history_in_memory,
 )
 
 Key = tuple[str, str]
@@ -52,7 +53,7 @@ class MemoryStore(Store):
             if row_hub != hub:
                 continue
             snapshot.instances.append(record.snapshot())
-            if not record.is_terminal:
+            if history_in_memory(record.status):
                 snapshot.histories[instance_id] = list(self._histories.get((hub, instance_id), ()))
         snapshot.messages = [m for _, m in sorted(self._messages.items()) if m.hub == hub]
         snapshot.activities = [a for _, a in sorted(self._activities.items()) if a.hub == hub]

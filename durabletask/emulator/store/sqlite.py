@@ -20,7 +20,6 @@ from pathlib import Path
 
 from durabletask.emulator.store.base import (
     INSTANCE_COLUMNS,
-    TERMINAL_STATUSES,
     ActivityRecord,
     AppendHistory,
     Batch,
@@ -35,6 +34,7 @@ from durabletask.emulator.store.base import (
     PutInstance,
     PutMessage,
     Store,
+    history_in_memory,
 )
 
 logger = logging.getLogger("durabletask.emulator.store")
@@ -176,7 +176,7 @@ class SqliteStore(Store):
         snapshot = HubSnapshot()
         cursor = db.execute(f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM instances WHERE hub = ?", (hub,))
         snapshot.instances = [InstanceRecord.from_row(row) for row in cursor]
-        open_ids = {r.instance_id for r in snapshot.instances if r.status not in TERMINAL_STATUSES}
+        open_ids = {r.instance_id for r in snapshot.instances if history_in_memory(r.status)}
         for instance_id in open_ids:
             snapshot.histories[instance_id] = []
         for instance_id, event in db.execute(

@@ -1,0 +1,259 @@
+"""The gRPC face of the emulator: ``TaskHubSidecarService`` on ``grpc.aio``, protocol in and out only.
+
+Each method picks the task hub from the ``taskhub`` metadata, calls the engine, and turns engine
+errors into the status codes they name (unexpected ones into INTERNAL with the reason; the server
+keeps running). Handlers are registered by hand rather than through the generated servicer so that
+work items and history chunks, which the engine assembles from stored bytes, go out unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+
+from durabletask.emulator.engine import Engine
+from durabletask.emulator.errors import EmulatorError, Unimplemented
+from durabletask.emulator.state import HubState
+from durabletask.emulator.wire import history_chunk
+from durabletask.internal import orchestrator_service_pb2 as pb
+
+logger = logging.getLogger("durabletask.emulator.service")
+
+SERVICE_NAME = "TaskHubSidecarService"
+HISTORY_CHUNK_EVENTS = 200
+_ENTITIES = "durable entities are not supported by the durabletask emulator yet"
+
+
+def _serialize(message: Any) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def _hub_header(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "taskhub":
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+class Service:
+    """The servicer. ``handler()`` gives the generic handler to add to a ``grpc.aio`` server."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def _unary(self, context: grpc.aio.ServicerContext[Any, Any],
+                     call: Callable[[HubState], Awaitable[Any]]) -> Any:
+        try:
+            return await call(self.engine.hub(_hub_header(context)))
+        except EmulatorError as error:
+            await _abort(context, getattr(grpc.StatusCode, error.code), error.message)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as error:
+            if context.done():  # the caller is gone (deadline, cancel): nobody to answer
+                raise asyncio.CancelledError from error
+            logger.exception("request failed")
+            await _abort(context, grpc.StatusCode.INTERNAL, f"the emulator failed to handle the request: {error!r}")
+
+    # -- connectivity
+
+    async def Hello(self, request: empty_pb2.Empty, context: Any) -> empty_pb2.Empty:
+        return empty_pb2.Empty()
+
+    # -- orchestration management
+
+    async def StartInstance(self, request: pb.CreateInstanceRequest, context: Any) -> pb.CreateInstanceResponse:
+        async def call(hub: HubState) -> pb.CreateInstanceResponse:
+            return pb.CreateInstanceResponse(instanceId=await self.engine.start_instance(hub, request))
+        return await self._unary(context, call)  # type: ignore[no-any-return]
+
+    async def GetInstance(self, request: pb.GetInstanceRequest, context: Any) -> pb.GetInstanceResponse:
+        async def call(hub: HubState) -> pb.GetInstanceResponse:
+            state = await self.engine.get_instance(hub, request.instanceId,
+                                                   include_payloads=request.getInputsAndOutputs)
+            return pb.GetInstanceResponse(exists=state is not None, orchestrationState=state)
+        return await self._unary(context, call)  # type: ignore[no-any-return]
+
+    async def _wait(self, request: pb.GetInstanceRequest, context: Any, *, started: bool) -> pb.GetInstanceResponse:
+        async def call(hub: HubState) -> pb.GetInstanceResponse:
+            remaining = context.time_remaining()
+            if remaining is not None:  # answer just before the caller gives up
+                remaining = max(0.0, remaining - 0.05)
+            try:
+                state = await self.engine.wait_for(hub, request.instanceId, started=started, timeout=remaining)
+            except TimeoutError:
+                what = "start" if started else "complete"
+                await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+                             f"instance '{request.instanceId}' did not {what} before the deadline")
+            if state is not None and not request.getInputsAndOutputs:
+                state.ClearField("input")
+                state.ClearField("output")
+            return pb.GetInstanceResponse(exists=state is not None, orchestrationState=state)
+        return await self._unary(context, call)  # type: ignore[no-any-return]
+
+    async def WaitForInstanceStart(self, request: pb.GetInstanceRequest, context: Any) -> pb.GetInstanceResponse:
+        return await self._wait(request, context, started=True)
+
+    async def WaitForInstanceCompletion(self, request: pb.GetInstanceRequest, context: Any) -> pb.GetInstanceResponse:
+        return await self._wait(request, context, started=False)
+
+    async def RaiseEvent(self, request: pb.RaiseEventRequest, context: Any) -> pb.RaiseEventResponse:
+        await self._unary(context, lambda hub: self.engine.raise_event(hub, request))
+        return pb.RaiseEventResponse()
+
+    async def TerminateInstance(self, request: pb.TerminateRequest, context: Any) -> pb.TerminateResponse:
+        await self._unary(context, lambda hub: self.engine.terminate(hub, request))
+        return pb.TerminateResponse()
+
+    async def SuspendInstance(self, request: pb.SuspendRequest, context: Any) -> pb.SuspendResponse:
+        await self._unary(context, lambda hub: self.engine.suspend(hub, request))
+        return pb.SuspendResponse()
+
+    async def ResumeInstance(self, request: pb.ResumeRequest, context: Any) -> pb.ResumeResponse:
+        await self._unary(context, lambda hub: self.engine.resume(hub, request))
+        return pb.ResumeResponse()
+
+    async def RewindInstance(self, request: pb.RewindInstanceRequest, context: Any) -> pb.RewindInstanceResponse:
+        await self._unary(context, lambda hub: self.engine.rewind(hub, request))
+        return pb.RewindInstanceResponse()
+
+    async def RestartInstance(self, request: pb.RestartInstanceRequest, context: Any) -> pb.RestartInstanceResponse:
+        async def call(hub: HubState) -> pb.RestartInstanceResponse:
+            return pb.RestartInstanceResponse(instanceId=await self.engine.restart(hub, request))
+        return await self._unary(context, call)  # type: ignore[no-any-return]
+
+    async def QueryInstances(self, request: pb.QueryInstancesRequest, context: Any) -> pb.QueryInstancesResponse:
+        return await self._unary(  # type: ignore[no-any-return]
+            context, lambda hub: self.engine.query_instances(hub, request.query))
+
+    async def ListInstanceIds(self, request: pb.ListInstanceIdsRequest, context: Any) -> pb.ListInstanceIdsResponse:
+        return await self._unary(  # type: ignore[no-any-return]
+            context, lambda hub: self.engine.list_instance_ids(hub, request))
+
+    async def PurgeInstances(self, request: pb.PurgeInstancesRequest, context: Any) -> pb.PurgeInstancesResponse:
+        async def call(hub: HubState) -> pb.PurgeInstancesResponse:
+            count = await self.engine.purge(hub, request)
+            response = pb.PurgeInstancesResponse(deletedInstanceCount=count)
+            response.isComplete.value = True
+            return response
+        return await self._unary(context, call)  # type: ignore[no-any-return]
+
+    async def StreamInstanceHistory(self, request: pb.StreamInstanceHistoryRequest,
+                                    context: Any) -> AsyncIterator[bytes]:
+        execution_id = request.executionId.value if request.HasField("executionId") else None
+        events: list[bytes] = await self._unary(
+            context, lambda hub: self.engine.history(hub, request.instanceId, execution_id))
+        for start in range(0, len(events), HISTORY_CHUNK_EVENTS):
+            yield history_chunk(events[start:start + HISTORY_CHUNK_EVENTS])
+
+    async def CreateTaskHub(self, request: pb.CreateTaskHubRequest, context: Any) -> pb.CreateTaskHubResponse:
+        await self._unary(context, _noop)
+        return pb.CreateTaskHubResponse()
+
+    async def DeleteTaskHub(self, request: pb.DeleteTaskHubRequest, context: Any) -> pb.DeleteTaskHubResponse:
+        await self._unary(context, _noop)
+        return pb.DeleteTaskHubResponse()
+
+    # -- workers
+
+    async def GetWorkItems(self, request: pb.GetWorkItemsRequest, context: Any) -> AsyncIterator[bytes]:
+        hub: HubState = await self._unary(context, _same)
+        stream = self.engine.open_stream(hub, request, context.peer())
+        try:
+            while True:
+                item = await stream.queue.get()
+                if item is None:  # the server is closing the stream
+                    return
+                yield item
+        finally:
+            self.engine.close_stream(stream)
+
+    async def CompleteOrchestratorTask(self, request: pb.OrchestratorResponse, context: Any) -> pb.CompleteTaskResponse:
+        await self._unary(context, lambda hub: self.engine.complete_orchestration(hub, request))
+        return pb.CompleteTaskResponse()
+
+    async def CompleteActivityTask(self, request: pb.ActivityResponse, context: Any) -> pb.CompleteTaskResponse:
+        await self._unary(context, lambda hub: self.engine.complete_activity(hub, request))
+        return pb.CompleteTaskResponse()
+
+    async def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest,
+                                              context: Any) -> pb.AbandonOrchestrationTaskResponse:
+        await self._unary(context, lambda hub: _sync(self.engine.abandon_orchestration, hub, request.completionToken))
+        return pb.AbandonOrchestrationTaskResponse()
+
+    async def AbandonTaskActivityWorkItem(self, request: pb.AbandonActivityTaskRequest,
+                                          context: Any) -> pb.AbandonActivityTaskResponse:
+        await self._unary(context, lambda hub: _sync(self.engine.abandon_activity, hub, request.completionToken))
+        return pb.AbandonActivityTaskResponse()
+
+    async def GetTombstonedPayloads(self, request: pb.GetTombstonedPayloadsRequest,
+                                    context: Any) -> pb.GetTombstonedPayloadsResponse:
+        await self._unary(context, _noop)
+        return pb.GetTombstonedPayloadsResponse()
+
+    async def AckPurgedPayloads(self, request: pb.AckPurgedPayloadsRequest,
+                                context: Any) -> pb.AckPurgedPayloadsResponse:
+        await self._unary(context, _noop)
+        return pb.AckPurgedPayloadsResponse()
+
+    # -- not supported (yet)
+
+    async def _entities(self, request: Any, context: Any) -> Any:
+        await self._unary(context, _no_entities)
+
+    SignalEntity = GetEntity = QueryEntities = CleanEntityStorage = _entities
+    CompleteEntityTask = AbandonTaskEntityWorkItem = _entities
+
+    async def SkipGracefulOrchestrationTerminations(self, request: Any, context: Any) -> Any:
+        await self._unary(context, _no_skip)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for method in pb.DESCRIPTOR.services_by_name[SERVICE_NAME].methods:
+            request_type = _message_class(method.input_type.full_name)
+            behaviour = getattr(self, method.name)
+            if method.server_streaming:
+                handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                    behaviour, request_deserializer=request_type.FromString, response_serializer=_serialize)
+            else:
+                handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                    behaviour, request_deserializer=request_type.FromString, response_serializer=_serialize)
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+async def _abort(context: Any, code: grpc.StatusCode, message: str) -> None:
+    if context.done():
+        raise asyncio.CancelledError(message)
+    await context.abort(code, message)
+
+
+def _message_class(full_name: str) -> Any:
+    if full_name == "google.protobuf.Empty":
+        return empty_pb2.Empty
+    return getattr(pb, full_name)
+
+
+async def _noop(hub: HubState) -> None:
+    return None
+
+
+async def _same(hub: HubState) -> HubState:
+    return hub
+
+
+async def _sync(function: Callable[..., None], *args: Any) -> None:
+    function(*args)
+
+
+async def _no_entities(hub: HubState) -> None:
+    raise Unimplemented(_ENTITIES)
+
+
+async def _no_skip(hub: HubState) -> None:
+    raise Unimplemented("SkipGracefulOrchestrationTerminations is not supported by the durabletask emulator; "
+                        "use TerminateInstance")
