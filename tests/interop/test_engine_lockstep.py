@@ -218,7 +218,8 @@ DIFF_TERMINATE_SAME_BATCH = (
 )
 DIFF_RESUME_NOT_SUSPENDED = (
     "executionResumed for an orchestration that is not suspended: the official SDK fails the orchestration "
-    "(errorType 'durabletask.task.OrchestrationStateError', \"Don't know how to handle event of type 'executionResumed'\"); "
+    "(errorType 'durabletask.task.OrchestrationStateError', "
+    "\"Don't know how to handle event of type 'executionResumed'\"); "
     "ours ignores the event"
 )
 DIFF_NONDETERMINISM = (
