@@ -192,3 +192,11 @@ def _plain(value: struct_pb2.Value) -> Any:
     if kind is None:
         return str(value)  # no kind set: its text form, "" for an empty value (as the official SDK does)
     return None if kind == "null_value" else getattr(value, kind)
+
+
+# These classes are public in durabletask.task (and the worker module); report them under those
+# names, which is also what the official SDK writes into failure details (``errorType``).
+for _public in (TaskFailedError, NonDeterminismError, OrchestrationStateError, TaskCancelledError,
+                NonRetriableError, EventTimeoutError, FailureDetails):
+    _public.__module__ = "durabletask.task"
+OrchestratorNotRegisteredError.__module__ = "durabletask.worker"

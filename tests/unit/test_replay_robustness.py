@@ -347,3 +347,52 @@ def test_rewound_history_replays_and_reschedules_failed_work() -> None:
     past = [h.orchestrator_started(), h.execution_started("orch"), h.task_scheduled(1, "ok"), h.task_completed(1)]
     result = run(orch, past, [h.orchestrator_started(), h.rewound()])
     assert [(a.id, a.scheduleTask.name) for a in result.actions] == [(2, "broken")]
+
+
+# ---------------------------------------------------------------- fixes found by the lockstep comparison
+
+def test_long_retry_backoff_is_chunked_like_any_timer() -> None:
+    policy = task.RetryPolicy(first_retry_interval=timedelta(days=4), max_number_of_attempts=2)
+
+    def orch(ctx: task.OrchestrationContext, _: Any) -> Any:
+        yield ctx.call_activity("slow_to_recover", retry_policy=policy)
+
+    past = [h.orchestrator_started(), h.execution_started("orch"), h.task_scheduled(1, "slow_to_recover")]
+    first = run(orch, past, [h.orchestrator_started(), h.task_failed(1)])
+    assert first.actions[0].createTimer.fireAt.ToDatetime() == h.T0 + timedelta(days=3)
+    past += [h.orchestrator_started(), h.task_failed(1), h.timer_created(2, h.T0 + timedelta(days=3))]
+    second = run(orch, past, [h.orchestrator_started(h.T0 + timedelta(days=3)),
+                              h.timer_fired(2, h.T0 + timedelta(days=3))])
+    assert [(a.id, a.createTimer.fireAt.ToDatetime()) for a in second.actions] == [(3, h.T0 + timedelta(days=4))]
+
+
+def test_no_retry_is_scheduled_once_the_orchestration_has_ended() -> None:
+    def orch(ctx: task.OrchestrationContext, _: Any) -> Any:
+        ctx.call_activity("retried", retry_policy=RETRY)
+        yield ctx.call_activity("fatal")
+
+    past = [h.orchestrator_started(), h.execution_started("orch"), h.task_scheduled(1, "retried"),
+            h.task_scheduled(2, "fatal")]
+    result = run(orch, past, [h.orchestrator_started(), h.task_failed(2), h.task_failed(1)])
+    assert kinds(result) == ["completeOrchestration"]
+
+
+def test_actions_confirmed_while_suspended_are_not_sent_again() -> None:
+    def orch(ctx: task.OrchestrationContext, _: Any) -> Any:
+        yield ctx.call_activity("a")
+        yield ctx.call_activity("b")
+        value = yield ctx.wait_for_external_event("go")
+        return value
+
+    past = [h.orchestrator_started(), h.execution_started("orch"), h.task_scheduled(1, "a"),
+            h.orchestrator_completed(), h.orchestrator_started(), h.task_completed(1), h.suspended(),
+            h.task_scheduled(2, "b"), h.orchestrator_completed()]
+    result = run(orch, past, [h.orchestrator_started(), h.event_raised("go", 1)])
+    assert result.actions == []
+
+
+def test_failure_types_are_reported_under_their_public_names() -> None:
+    past = [h.orchestrator_started(), h.execution_started("two_activities"), h.task_scheduled(1, "renamed")]
+    details = failure(run(two_activities, past, [h.orchestrator_started(), h.task_completed(1)]))
+    assert details.errorType == "durabletask.task.NonDeterminismError"
+    assert task.TaskFailedError.__module__ == "durabletask.task"

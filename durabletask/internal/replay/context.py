@@ -271,7 +271,7 @@ class ReplayContext(OrchestrationContext):
 
     def task_failed(self, task: CompletableTask[Any], message: str, details: pb.TaskFailureDetails) -> None:
         """Fail ``task``, or schedule its next attempt if its retry policy says so."""
-        if isinstance(task, RetryableTask):
+        if isinstance(task, RetryableTask) and self.status is None:
             delay = task._retry_policy.next_delay(
                 task._attempt_count, task._start_time, self.current_utc_datetime,
                 failure_details_from_proto(details),
@@ -280,7 +280,7 @@ class ReplayContext(OrchestrationContext):
                 task.increment_attempt_count()
                 backoff = TimerTask()
                 backoff.set_retryable_parent(task)
-                self._add_timer(self.current_utc_datetime + delay, backoff)
+                self._schedule_timer(delay, backoff)  # long back-offs are chunked like any timer
                 return
         task.fail(message, details)
         self.resume()

@@ -211,7 +211,13 @@ HANDLERS: dict[str | None, Handler | None] = {
 completion markers, rewind markers, DTFx-internal state); kinds not listed at all (future kinds)
 are ignored with a debug log."""
 
-_NOT_SUSPENDABLE = frozenset({"executionResumed", "executionTerminated"})
+# While suspended, events that would run orchestrator code wait for the resume. Resume and terminate
+# never wait, and neither do confirmations of actions already sent: holding those back would make
+# the engine send the same actions again in every episode until the resume.
+_NOT_SUSPENDABLE = frozenset({
+    "executionResumed", "executionTerminated",
+    "taskScheduled", "timerCreated", "subOrchestrationInstanceCreated", "eventSent",
+})
 
 
 def apply_events(ctx: ReplayContext, events: Iterable[pb.HistoryEvent]) -> None:
