@@ -396,3 +396,8 @@ def test_failure_types_are_reported_under_their_public_names() -> None:
     details = failure(run(two_activities, past, [h.orchestrator_started(), h.task_completed(1)]))
     assert details.errorType == "durabletask.task.NonDeterminismError"
     assert task.TaskFailedError.__module__ == "durabletask.task"
+
+
+def test_two_suspends_then_one_resume_resumes() -> None:
+    past = [*STARTED, h.orchestrator_started(), h.suspended(), h.suspended(), h.event_raised("go", 3)]
+    assert output(run(waits_for_event, past, [h.orchestrator_started(), h.resumed()])) == 3

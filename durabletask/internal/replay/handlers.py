@@ -215,7 +215,7 @@ are ignored with a debug log."""
 # never wait, and neither do confirmations of actions already sent: holding those back would make
 # the engine send the same actions again in every episode until the resume.
 _NOT_SUSPENDABLE = frozenset({
-    "executionResumed", "executionTerminated",
+    "executionResumed", "executionTerminated", "executionSuspended",  # a second suspend changes nothing
     "taskScheduled", "timerCreated", "subOrchestrationInstanceCreated", "eventSent",
 })
 
