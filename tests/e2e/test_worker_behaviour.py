@@ -1,0 +1,229 @@
+"""Worker behaviour against our emulator: versioning, filters, draining stop, reconnects."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from durabletask import task
+from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
+from durabletask.emulator import Emulator
+from durabletask.grpc_options import GrpcWorkerResiliencyOptions
+from durabletask.serialization import JsonDataConverter
+from durabletask.worker import (
+    TaskHubGrpcWorker,
+    VersionFailureStrategy,
+    VersioningOptions,
+    VersionMatchStrategy,
+)
+from tests.support.servers import free_port
+
+FAST_RECONNECT = GrpcWorkerResiliencyOptions(reconnect_backoff_base_seconds=0.05, reconnect_backoff_cap_seconds=0.5)
+
+
+def versioned(ctx: task.OrchestrationContext, _: Any) -> str:
+    return f"ran {ctx.version}"
+
+
+@pytest.fixture()
+def emulator() -> Iterator[Emulator]:
+    with Emulator(memory=True) as emu:
+        yield emu
+
+
+def _worker(emulator: Emulator, *orchestrators: Any, activities: tuple[Any, ...] = (), **kwargs: Any) -> Any:
+    worker = TaskHubGrpcWorker(host_address=emulator.address, resiliency_options=FAST_RECONNECT, **kwargs)
+    for fn in orchestrators:
+        worker.add_orchestrator(fn)
+    for fn in activities:
+        worker.add_activity(fn)
+    return worker
+
+
+def test_strict_versioning_leaves_other_versions_for_another_worker(emulator: Emulator) -> None:
+    strict = _worker(emulator, versioned)
+    strict.use_versioning(VersioningOptions(version="2.0", match_strategy=VersionMatchStrategy.STRICT,
+                                            failure_strategy=VersionFailureStrategy.REJECT))
+    strict.start()
+    with TaskHubGrpcClient(host_address=emulator.address) as client:
+        old = client.schedule_new_orchestration(versioned, version="1.0")
+        current = client.schedule_new_orchestration(versioned, version="2.0")
+        state = client.wait_for_orchestration_completion(current, timeout=10)
+        assert state is not None and state.get_output() == "ran 2.0"
+        time.sleep(0.3)
+        pending = client.get_orchestration_state(old)
+        assert pending is not None and pending.runtime_status == OrchestrationStatus.PENDING
+        lenient = _worker(emulator, versioned)
+        lenient.start()
+        try:
+            done = client.wait_for_orchestration_completion(old, timeout=10)
+            assert done is not None and done.get_output() == "ran 1.0"
+        finally:
+            lenient.stop(2)
+    strict.stop(2)
+
+
+def test_fail_strategy_fails_newer_versions(emulator: Emulator) -> None:
+    worker = _worker(emulator, versioned)
+    worker.use_versioning(VersioningOptions(version="1.0", match_strategy=VersionMatchStrategy.CURRENT_OR_OLDER,
+                                            failure_strategy=VersionFailureStrategy.FAIL))
+    worker.start()
+    try:
+        with TaskHubGrpcClient(host_address=emulator.address, default_version="1.5") as client:
+            instance_id = client.schedule_new_orchestration(versioned)
+            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
+            assert state is not None and state.runtime_status == OrchestrationStatus.FAILED
+            assert state.failure_details is not None and "greater than the worker version" in \
+                state.failure_details.message
+    finally:
+        worker.stop(2)
+
+
+def test_work_item_filters_route_work_to_the_worker_that_has_it(emulator: Emulator) -> None:
+    def uses_remote(ctx: task.OrchestrationContext, _: Any) -> Any:
+        value = yield ctx.call_activity("remote_only", input=1)
+        return value
+
+    def remote_only(ctx: task.ActivityContext, x: int) -> str:
+        return f"remote {x}"
+
+    orchestrations = _worker(emulator, uses_remote)
+    orchestrations.use_work_item_filters()
+    activities = _worker(emulator, activities=(remote_only,))
+    activities.use_work_item_filters()
+    orchestrations.start()
+    activities.start()
+    try:
+        with TaskHubGrpcClient(host_address=emulator.address) as client:
+            instance_id = client.schedule_new_orchestration(uses_remote)
+            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
+            assert state is not None and state.get_output() == "remote 1"
+    finally:
+        orchestrations.stop(2)
+        activities.stop(2)
+
+
+def test_custom_data_converter_is_used_by_client_and_worker(emulator: Emulator) -> None:
+    class Upper(JsonDataConverter):
+        def serialize(self, value: Any) -> str | None:
+            return None if value is None else super().serialize(value.upper() if isinstance(value, str) else value)
+
+    def shout(ctx: task.OrchestrationContext, text: str) -> str:
+        return f"{text}!"
+
+    worker = _worker(emulator, shout, data_converter=Upper())
+    worker.start()
+    try:
+        with TaskHubGrpcClient(host_address=emulator.address, data_converter=Upper()) as client:
+            instance_id = client.schedule_new_orchestration(shout, input="hi")
+            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
+            assert state is not None and state.get_output() == "HI!"
+    finally:
+        worker.stop(2)
+
+
+def test_stop_drains_in_flight_activities(emulator: Emulator) -> None:
+    started = threading.Event()
+
+    def slow(ctx: task.ActivityContext, _: Any) -> str:
+        started.set()
+        time.sleep(0.5)
+        return "finished"
+
+    def calls_slow(ctx: task.OrchestrationContext, _: Any) -> Any:
+        value = yield ctx.call_activity(slow)
+        return value
+
+    first = _worker(emulator, calls_slow, activities=(slow,))
+    first.start()
+    with TaskHubGrpcClient(host_address=emulator.address) as client:
+        instance_id = client.schedule_new_orchestration(calls_slow)
+        assert started.wait(10)
+        first.stop(timeout=5)  # waits for the running activity and sends its result
+        second = _worker(emulator, calls_slow, activities=(slow,))
+        second.start()
+        try:
+            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
+            assert state is not None and state.get_output() == "finished"
+        finally:
+            second.stop(2)
+
+
+def test_stop_gives_back_work_that_outlives_the_drain_timeout(emulator: Emulator) -> None:
+    release = threading.Event()
+    attempts: list[float] = []
+
+    async def hangs_once(ctx: task.ActivityContext, _: Any) -> str:
+        import asyncio
+
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+        return f"attempt {len(attempts)}"
+
+    def calls_it(ctx: task.OrchestrationContext, _: Any) -> Any:
+        value = yield ctx.call_activity(hangs_once)
+        return value
+
+    first = _worker(emulator, calls_it, activities=(hangs_once,))
+    first.start()
+    with TaskHubGrpcClient(host_address=emulator.address) as client:
+        instance_id = client.schedule_new_orchestration(calls_it)
+        deadline = time.monotonic() + 10
+        while not attempts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first.stop(timeout=0.2)  # the activity is cancelled and its work item given back
+        release.set()
+        second = _worker(emulator, calls_it, activities=(hangs_once,))
+        second.start()
+        try:
+            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
+            assert state is not None and state.get_output() == "attempt 2"
+        finally:
+            second.stop(2)
+
+
+def test_worker_reconnects_after_the_backend_restarts(tmp_path: Path) -> None:
+    """The emulator restarts (same port, same SQLite file) under a running worker."""
+    gate = threading.Event()
+
+    def gated(ctx: task.ActivityContext, i: int) -> int:
+        gate.wait(10)
+        return i
+
+    def fan(ctx: task.OrchestrationContext, n: int) -> Any:
+        results = yield task.when_all([ctx.call_activity(gated, input=i) for i in range(n)])
+        return sum(results)
+
+    port = free_port()
+    db = tmp_path / "state.db"
+    emulator = Emulator(port=port, db_path=db).start()
+    worker = TaskHubGrpcWorker(host_address=f"localhost:{port}", resiliency_options=FAST_RECONNECT)
+    worker.add_orchestrator(fan)
+    worker.add_activity(gated)
+    worker.start()
+    try:
+        with TaskHubGrpcClient(host_address=f"localhost:{port}") as client:
+            ids = [client.schedule_new_orchestration(fan, input=4) for _ in range(3)]
+            for instance_id in ids:
+                client.wait_for_orchestration_start(instance_id, timeout=10)
+        emulator.stop()
+        gate.set()  # activities finish while the backend is down; their completions must retry or be redone
+        emulator = Emulator(port=port, db_path=db).start()
+        restarted = time.monotonic()
+        assert worker.wait_until_connected(5)
+        reconnect = time.monotonic() - restarted
+        assert reconnect < 2.0, f"reconnected after {reconnect:.2f} s"
+        with TaskHubGrpcClient(host_address=f"localhost:{port}") as client:
+            for instance_id in ids:
+                state = client.wait_for_orchestration_completion(instance_id, timeout=30)
+                assert state is not None and state.get_output() == 6
+    finally:
+        worker.stop(2)
+        emulator.stop()
