@@ -11,7 +11,9 @@ from typing import Any
 
 __version__ = "0.1.0.dev0"
 
-_SUBMODULES = frozenset({"task", "serialization", "internal", "history", "client", "worker", "entities"})
+_SUBMODULES = frozenset({
+    "task", "serialization", "internal", "history", "client", "worker", "grpc_options", "testing", "emulator",
+})
 
 
 def __getattr__(name: str) -> Any:

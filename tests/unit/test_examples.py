@@ -14,3 +14,11 @@ def test_replay_walkthrough_completes_the_orchestration() -> None:
                           capture_output=True, text=True, timeout=60, check=True)
     assert "status: ORCHESTRATION_STATUS_COMPLETED" in proc.stdout
     assert "'Hello, Tokyo!'" in proc.stdout and "'Hello, LONDON!'" in proc.stdout
+
+
+def test_hello_runs_an_orchestration_on_the_in_process_emulator() -> None:
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("ENDPOINT", "TASKHUB")}
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "hello.py")],
+                          capture_output=True, text=True, timeout=120, check=True, env=env)
+    assert "started the emulator in-process" in proc.stdout
+    assert "completed: ['HELLO, TOKYO!', 'HELLO, SEATTLE!', 'HELLO, LONDON!']" in proc.stdout
