@@ -227,3 +227,73 @@ def test_worker_reconnects_after_the_backend_restarts(tmp_path: Path) -> None:
     finally:
         worker.stop(2)
         emulator.stop()
+
+
+class _FailFirstCompletions:
+    """An asyncio interceptor that makes the first completions fail as if the backend were unavailable."""
+
+    def __init__(self, failures: int) -> None:
+        self.remaining = failures
+        self.seen: list[str] = []
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        import grpc
+
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        self.seen.append(method)
+        if method.endswith("/CompleteActivityTask") and self.remaining > 0:
+            self.remaining -= 1
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                       details="injected outage")
+        return await continuation(details, request)
+
+
+def test_completions_are_retried_on_transient_errors(emulator: Emulator) -> None:
+    import grpc
+
+    def echo(ctx: task.ActivityContext, x: int) -> int:
+        return x
+
+    def calls_echo(ctx: task.OrchestrationContext, _: Any) -> Any:
+        value = yield ctx.call_activity(echo, input=7)
+        return value
+
+    faults = _FailFirstCompletions(failures=2)
+    interceptor = type("Faults", (grpc.aio.UnaryUnaryClientInterceptor,), {
+        "intercept_unary_unary": faults.intercept_unary_unary})()
+    worker = _worker(emulator, calls_echo, activities=(echo,), interceptors=[interceptor])
+    worker.start()
+    try:
+        with TaskHubGrpcClient(host_address=emulator.address) as client:
+            instance_id = client.schedule_new_orchestration(calls_echo)
+            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
+            assert state is not None and state.get_output() == 7
+    finally:
+        worker.stop(2)
+    assert faults.remaining == 0
+    assert sum(m.endswith("/CompleteActivityTask") for m in faults.seen) == 3
+
+
+def test_silent_stream_is_reopened(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    def quick(ctx: task.OrchestrationContext, _: Any) -> str:
+        return "ok"
+
+    with Emulator(memory=True, ping_interval=30) as emulator:
+        resiliency = GrpcWorkerResiliencyOptions(silent_disconnect_timeout_seconds=0.3,
+                                                 reconnect_backoff_base_seconds=0.05,
+                                                 reconnect_backoff_cap_seconds=0.1)
+        worker = TaskHubGrpcWorker(host_address=emulator.address, resiliency_options=resiliency)
+        worker.add_orchestrator(quick)
+        with caplog.at_level(logging.WARNING, logger="durabletask.worker"):
+            worker.start()
+            try:
+                time.sleep(1.0)
+                with TaskHubGrpcClient(host_address=emulator.address) as client:
+                    instance_id = client.schedule_new_orchestration(quick)
+                    state = client.wait_for_orchestration_completion(instance_id, timeout=10)
+                    assert state is not None and state.get_output() == "ok"
+            finally:
+                worker.stop(2)
+    assert any("reopening the stream" in r.getMessage() for r in caplog.records)
