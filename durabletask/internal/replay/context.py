@@ -184,12 +184,19 @@ class ReplayContext(OrchestrationContext):
             if return_type is None:
                 return_type = type_discovery.activity_output_type(activity, self._converter)
         action = act.ScheduleTask(seq, name, input, None if self._is_replaying else self._converter, tags, None)
+        return self._track(action, retry_policy, return_type)
+
+    def _track(self, action: act.Action, retry_policy: RetryPolicy | None,
+               return_type: type | None) -> CompletableTask[Any]:
+        """Record an activity or sub-orchestration action and the task that waits for its result."""
+        seq = action.id
         self.pending_actions[seq] = action
         task: CompletableTask[Any]
         if retry_policy is None:
             task = CompletableTask(return_type)
         else:
-            task = RetryableTask(retry_policy, action, self.current_utc_datetime, False, return_type)
+            is_sub = isinstance(action, act.CreateSubOrchestration)
+            task = RetryableTask(retry_policy, action, self.current_utc_datetime, is_sub, return_type)
         self.pending_tasks[seq] = task
         return task
 
@@ -202,14 +209,7 @@ class ReplayContext(OrchestrationContext):
             instance_id = f"{self._instance_id}:{seq:04x}"
         action = act.CreateSubOrchestration(seq, name, instance_id, input, self._encoder(),
                                             version or self._default_version)
-        self.pending_actions[seq] = action
-        task: CompletableTask[Any]
-        if retry_policy is None:
-            task = CompletableTask(return_type)
-        else:
-            task = RetryableTask(retry_policy, action, self.current_utc_datetime, True, return_type)
-        self.pending_tasks[seq] = task
-        return task
+        return self._track(action, retry_policy, return_type)
 
     def create_timer(self, fire_at: datetime | timedelta) -> TimerTask:
         return self._schedule_timer(fire_at, TimerTask())

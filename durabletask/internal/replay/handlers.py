@@ -72,15 +72,13 @@ def _event_sent(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
         raise nondeterminism.mismatch(event.eventId, recorded, action)
 
 
-def _task_completed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
-    done = event.taskCompleted
-    seq = done.taskScheduledId
+def _result_arrived(ctx: ReplayContext, kind: str, seq: int, raw: str) -> None:
+    """Complete task ``seq`` with an encoded result and resume the orchestrator if it was waiting."""
     task = ctx.pending_tasks.pop(seq, None)
     if task is None or task._is_complete:
-        _unexpected(ctx, "taskCompleted", seq)
+        _unexpected(ctx, kind, seq)
         return
-    raw = done.result.value
-    # Inlined CompletableTask.complete(): this runs once per activity on every replay.
+    # CompletableTask.complete(), inlined: this runs once per activity on every replay.
     task._result = ctx._deserialize(raw, task._expected_type) if raw else None
     task._is_complete = True
     parents = task._parents
@@ -93,38 +91,37 @@ def _task_completed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
         ctx.resume()
 
 
-def _task_failed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
-    failed = event.taskFailed
-    seq = failed.taskScheduledId
+def _failure_arrived(ctx: ReplayContext, kind: str, seq: int, details: pb.TaskFailureDetails, message: str) -> None:
+    """Fail task ``seq`` (or retry it, if its policy says so)."""
     task = ctx.pending_tasks.pop(seq, None)
     if task is None or task._is_complete:
-        _unexpected(ctx, "taskFailed", seq)
+        _unexpected(ctx, kind, seq)
         return
-    details = failed.failureDetails
-    ctx.task_failed(task, f"{ctx.instance_id}: Activity task #{seq} failed: {details.errorMessage}", details)
+    ctx.task_failed(task, message, details)
+
+
+def _task_completed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    done = event.taskCompleted
+    _result_arrived(ctx, "taskCompleted", done.taskScheduledId, done.result.value)
+
+
+def _task_failed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
+    failed = event.taskFailed
+    seq, details = failed.taskScheduledId, failed.failureDetails
+    _failure_arrived(ctx, "taskFailed", seq, details,
+                     f"{ctx.instance_id}: Activity task #{seq} failed: {details.errorMessage}")
 
 
 def _sub_orchestration_completed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
     done = event.subOrchestrationInstanceCompleted
-    seq = done.taskScheduledId
-    task = ctx.pending_tasks.pop(seq, None)
-    if task is None or task._is_complete:
-        _unexpected(ctx, "subOrchestrationInstanceCompleted", seq)
-        return
-    raw = done.result.value
-    task.complete(ctx._converter.deserialize(raw, task._expected_type) if raw else None)
-    ctx.resume()
+    _result_arrived(ctx, "subOrchestrationInstanceCompleted", done.taskScheduledId, done.result.value)
 
 
 def _sub_orchestration_failed(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
     failed = event.subOrchestrationInstanceFailed
-    seq = failed.taskScheduledId
-    task = ctx.pending_tasks.pop(seq, None)
-    if task is None or task._is_complete:
-        _unexpected(ctx, "subOrchestrationInstanceFailed", seq)
-        return
-    details = failed.failureDetails
-    ctx.task_failed(task, f"Sub-orchestration task #{seq} failed: {details.errorMessage}", details)
+    seq, details = failed.taskScheduledId, failed.failureDetails
+    _failure_arrived(ctx, "subOrchestrationInstanceFailed", seq, details,
+                     f"Sub-orchestration task #{seq} failed: {details.errorMessage}")
 
 
 def _timer_fired(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
