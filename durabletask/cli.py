@@ -66,10 +66,14 @@ def _run_emulator(args: argparse.Namespace) -> int:
                         ping_interval=args.ping_interval, lease_timeout=args.lease_timeout, rewind_mode=args.rewind)
     try:
         asyncio.run(_serve(emulator))
-    except OSError as error:
+    except _StartupError as error:
         print(f"durabletask emulator: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+class _StartupError(Exception):
+    pass
 
 
 async def _serve(emulator: object) -> None:
@@ -83,7 +87,10 @@ async def _serve(emulator: object) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - e.g. Windows
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
-    await emulator.start_async()
+    try:
+        await emulator.start_async()
+    except (OSError, RuntimeError) as error:
+        raise _StartupError(str(error)) from error
     hubs = ", ".join(emulator.task_hubs)
     print(
         f"Durable Task emulator listening on {emulator.address}\n"

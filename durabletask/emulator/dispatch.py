@@ -248,7 +248,7 @@ class Dispatcher:
         stream.orchestration_leases[token] = lease
         self.dispatched += 1
         stream.send(wire.orchestrator_work_item(
-            token, record.instance_id, record.execution_id, instance.history or (), new_events,
+            token, record.instance_id, record.execution_id, instance.encoded_history(), new_events,
             instance.trace_context))
 
     def _lease_activity(self, activity_hub: HubState, activity: Activity, stream: WorkerStream, now: float) -> None:

@@ -166,6 +166,7 @@ class Engine:
             if instance.history is not None and not history_in_memory(instance.record.status):
                 instance.history = None  # the store has it; read back on demand
                 instance.children = None
+                instance.past_wire, instance.past_count = b"", 0
             dispatcher.touch(hub, instance, tx.now)
         for activity in tx.activities:
             dispatcher.queue_activity(hub, activity)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from durabletask.emulator import wire
 from durabletask.emulator.store.base import SUSPENDED, ActivityRecord, InstanceRecord, Message
 
 if TYPE_CHECKING:
@@ -82,6 +83,9 @@ class Instance:
     wake_at: float = 0.0
     wake_handle: asyncio.TimerHandle | None = None
     deleted: bool = False
+    past_wire: bytes = b""
+    """``history[:past_count]`` encoded as a work item's ``pastEvents`` (extended as the history grows)."""
+    past_count: int = 0
 
     @property
     def instance_id(self) -> str:
@@ -152,6 +156,16 @@ class Instance:
         keep.sort(key=_message_id)
         self.inbox = keep
         return batch, stale
+
+    def encoded_history(self) -> bytes:
+        """The history as a work item's ``pastEvents`` field, encoded incrementally."""
+        history = self.history or []
+        if self.past_count > len(history):  # replaced: start over
+            self.past_wire, self.past_count = b"", 0
+        if self.past_count < len(history):
+            self.past_wire += wire.past_events(history[self.past_count:])
+            self.past_count = len(history)
+        return self.past_wire
 
     def put_back(self, messages: list[Message]) -> None:
         """Return delivered messages to the front of the inbox (after an abandon)."""

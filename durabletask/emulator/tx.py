@@ -90,6 +90,7 @@ class Tx:
     def replace_history(self, instance: Instance, events: list[bytes]) -> None:
         self.batch.clear_history(self.hub.name, instance.instance_id)
         instance.history = []
+        instance.past_wire, instance.past_count = b"", 0
         self.append_history(instance, events)
 
     # -- inbox

@@ -53,7 +53,12 @@ def optional(message: wrappers_pb2.StringValue, present: bool) -> str | None:
     return message.value if present else None
 
 
+_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -69,16 +74,21 @@ def _field(number: int, data: bytes) -> bytes:
 
 def _repeated(number: int, items: Iterable[bytes]) -> bytes:
     tag = _varint((number << 3) | 2)
-    return b"".join(tag + _varint(len(item)) + item for item in items)
+    return b"".join([tag + _varint(len(item)) + item for item in items])
 
 
-def orchestrator_work_item(token: str, instance_id: str, execution_id: str | None, past: Sequence[bytes],
+def past_events(events: Iterable[bytes]) -> bytes:
+    """Events encoded as ``OrchestratorRequest.pastEvents``; encodings of consecutive slices concatenate."""
+    return _repeated(_REQUEST_PAST, events)
+
+
+def orchestrator_work_item(token: str, instance_id: str, execution_id: str | None, past: bytes,
                            new: Sequence[bytes], trace_context: bytes | None = None) -> bytes:
-    """A serialized ``WorkItem`` with an ``OrchestratorRequest``, from serialized history events."""
+    """A serialized ``WorkItem`` with an ``OrchestratorRequest``; ``past`` comes from :func:`past_events`."""
     parts = [_field(_REQUEST_INSTANCE_ID, instance_id.encode())]
     if execution_id is not None:
         parts.append(_field(_REQUEST_EXECUTION_ID, _field(1, execution_id.encode()) if execution_id else b""))
-    parts.append(_repeated(_REQUEST_PAST, past))
+    parts.append(past)
     parts.append(_repeated(_REQUEST_NEW, new))
     if trace_context is not None:
         parts.append(_field(_REQUEST_TRACE_CONTEXT, trace_context))

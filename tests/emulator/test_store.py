@@ -193,6 +193,16 @@ def test_sqlite_survives_reopening(tmp_path: Path) -> None:
     again.close()
 
 
+def test_sqlite_refuses_a_file_another_store_has_open(tmp_path: Path) -> None:
+    first = SqliteStore(tmp_path / "e.db")
+    first.open()
+    try:
+        with pytest.raises(RuntimeError, match="in use by another process"):
+            SqliteStore(tmp_path / "e.db").open()
+    finally:
+        first.close()
+
+
 def test_sqlite_rejects_an_unknown_schema_version(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "e.db")
     s.open()

@@ -17,7 +17,6 @@ writer thread; see :mod:`durabletask.emulator.store.runner`).
 from __future__ import annotations
 
 import abc
-import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,9 +85,12 @@ class InstanceRecord:
 
     def snapshot(self) -> InstanceRecord:
         """A copy that later changes to this record do not affect (what a batch keeps)."""
-        copy = dataclasses.replace(self)
-        copy.tags = dict(self.tags)
-        return copy
+        return InstanceRecord(
+            self.hub, self.instance_id, self.execution_id, self.name, self.version, self.status, self.created_at,
+            self.updated_at, self.completed_at, self.scheduled_start_at, self.input, self.output, self.custom_status,
+            self.failure, self.parent_instance_id, self.parent_execution_id, self.parent_task_id, self.parent_name,
+            self.parent_version, dict(self.tags) if self.tags else {},
+        )
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> InstanceRecord:

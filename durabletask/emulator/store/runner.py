@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,10 +31,13 @@ _Entry = tuple[Any, "asyncio.Future[Any]"]
 class StoreRunner:
     """Owns the store and the thread that talks to it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, linger: float = 0.001) -> None:
         self.store = store
+        self.linger = linger
+        """Seconds the store thread waits for more batches before a commit while busy (group commit)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: list[_Entry] = []
+        self._outbox: list[_Entry] = []
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -54,6 +58,8 @@ class StoreRunner:
 
     async def stop(self) -> None:
         if self._thread is not None:
+            if self._outbox:
+                self._hand_over()
             with self._cond:
                 self._closing = True
                 self._cond.notify()
@@ -91,7 +97,7 @@ class StoreRunner:
         return await future
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far is durable."""
+        """Wait until everything submitted so far is durable (or failed)."""
         last = self._last
         if last is not None and not last.done():
             await asyncio.shield(last)
@@ -101,11 +107,18 @@ class StoreRunner:
         return self._last is not None and not self._last.done()
 
     def _enqueue(self, entry: _Entry) -> None:
+        # Entries made during one turn of the event loop are handed over together at its end.
         self._last = entry[1]
+        if not self._outbox:
+            assert self._loop is not None
+            self._loop.call_soon(self._hand_over)
+        self._outbox.append(entry)
+
+    def _hand_over(self) -> None:
+        entries, self._outbox = self._outbox, []
         with self._cond:
-            self._queue.append(entry)
-            if len(self._queue) == 1:
-                self._cond.notify()
+            self._queue.extend(entries)
+            self._cond.notify()
 
     # -- the store thread
 
@@ -118,16 +131,21 @@ class StoreRunner:
             loop.call_soon_threadsafe(_settle, ready, None, error)
             return
         loop.call_soon_threadsafe(_settle, ready, None, None)
+        busy_until = 0.0
         try:
             while True:
                 with self._cond:
                     while not self._queue and not self._closing:
                         self._cond.wait()
+                    if self.linger > 0 and time.monotonic() < busy_until and not self._closing:
+                        # Busy: give the loop a moment to add more batches to this transaction.
+                        self._cond.wait(self.linger)
                     entries, self._queue = self._queue, []
                     if not entries and self._closing:
                         return
                 outcomes = self._process(entries)
                 loop.call_soon_threadsafe(_settle_all, outcomes)
+                busy_until = time.monotonic() + 0.05
         finally:
             self.store.close()
 

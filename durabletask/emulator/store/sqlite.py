@@ -143,15 +143,19 @@ class SqliteStore(Store):
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, cached_statements=64)
+        db = sqlite3.connect(str(self.path), timeout=1.0, isolation_level=None, check_same_thread=False,
+                             cached_statements=64)
         try:
+            # One process, one connection: exclusive locking spares the per-transaction file locking
+            # and shared-memory index of WAL mode, and keeps a second emulator off the same file.
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 logger.warning("SQLite database %s is not in WAL mode (%s); writes will be slower", self.path, mode)
             db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute("PRAGMA temp_store=MEMORY")
             db.execute("PRAGMA cache_size=-32000")
-            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA wal_autocheckpoint=10000")
             db.executescript(_SCHEMA)
             version = int(db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
             if version != SCHEMA_VERSION:
@@ -159,6 +163,12 @@ class SqliteStore(Store):
                     f"{self.path} has schema version {version}, this emulator understands {SCHEMA_VERSION}; "
                     "use another --db file or upgrade durabletask"
                 )
+        except sqlite3.OperationalError as error:
+            db.close()
+            if "locked" in str(error):
+                raise RuntimeError(f"{self.path} is in use by another process (another emulator?); stop it or "
+                                   "use another --db file") from error
+            raise
         except BaseException:
             db.close()
             raise
