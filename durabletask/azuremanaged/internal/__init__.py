@@ -1,0 +1,1 @@
+"""Internals of the Durable Task Scheduler connection: access tokens, call metadata, address checks."""
