@@ -13,6 +13,7 @@ from types import TracebackType
 import grpc
 
 from durabletask.emulator import rewind
+from durabletask.emulator.auth import BearerTokenRequired
 from durabletask.emulator.engine import DEFAULT_LEASE_TIMEOUT, DEFAULT_PING_INTERVAL, Engine
 from durabletask.emulator.service import Service
 from durabletask.emulator.store import MemoryStore, SqliteStore, Store
@@ -57,12 +58,14 @@ class Emulator:
             ``"worker"`` (let the worker rewrite it, the Python SDK's own flow).
         synchronous: SQLite ``synchronous`` setting; ``NORMAL`` survives process crashes, ``FULL`` also
             power loss.
+        require_auth: refuse calls without a non-empty ``authorization: Bearer <token>`` (see
+            :mod:`durabletask.emulator.auth`); :attr:`auth` then counts accepted and refused calls.
     """
 
     def __init__(self, *, host: str = DEFAULT_HOST, port: int = 0, db_path: str | Path | None = None,
                  memory: bool = False, store: Store | None = None, task_hubs: Sequence[str] | None = None,
                  ping_interval: float = DEFAULT_PING_INTERVAL, lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
-                 rewind_mode: str = rewind.SERVER, synchronous: str = "NORMAL") -> None:
+                 rewind_mode: str = rewind.SERVER, synchronous: str = "NORMAL", require_auth: bool = False) -> None:
         if store is None:
             store = MemoryStore() if memory else SqliteStore(db_path or default_db_path(), synchronous=synchronous)
         self.store = store
@@ -76,6 +79,7 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
+        self.auth = BearerTokenRequired() if require_auth else None
 
     # -- where to connect
 
@@ -109,7 +113,7 @@ class Emulator:
 
     async def start_async(self) -> Emulator:
         await self.engine.start()
-        server = grpc.aio.server(options=[
+        server = grpc.aio.server(interceptors=[self.auth] if self.auth else None, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
