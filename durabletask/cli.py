@@ -52,6 +52,9 @@ def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
                         help="redeliver a work item a connected worker has held this long (default 600)")
     parser.add_argument("--rewind", choices=("server", "worker"), default="server",
                         help="who rewrites the history of a rewound orchestration (default: server)")
+    parser.add_argument("--require-auth", action="store_true",
+                        help="refuse calls without an 'authorization: Bearer <token>' header (any non-empty token "
+                             "is accepted), to test a client's or worker's token handling")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="logging level (default INFO)")
     parser.set_defaults(run=_run_emulator)
@@ -63,7 +66,8 @@ def _run_emulator(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hubs = [h.strip() for h in args.taskhubs.split(",") if h.strip()] if args.taskhubs else None
     emulator = Emulator(host=args.host, port=args.port, db_path=args.db, memory=args.memory, task_hubs=hubs,
-                        ping_interval=args.ping_interval, lease_timeout=args.lease_timeout, rewind_mode=args.rewind)
+                        ping_interval=args.ping_interval, lease_timeout=args.lease_timeout, rewind_mode=args.rewind,
+                        require_auth=args.require_auth)
     try:
         asyncio.run(_serve(emulator))
     except _StartupError as error:
