@@ -29,6 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- durabletask emulator
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
 def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from durabletask.emulator.server import DEFAULT_HOST, DEFAULT_PORT, TASK_HUBS_ENV
 
@@ -46,9 +53,9 @@ def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     storage.add_argument("--memory", action="store_true", help="keep the state in memory only")
     parser.add_argument("--taskhubs", metavar="NAMES",
                         help=f"comma-separated task hub names (default ${TASK_HUBS_ENV} or 'default')")
-    parser.add_argument("--ping-interval", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--ping-interval", type=_positive, default=30.0, metavar="SECONDS",
                         help="health ping to idle workers after this many seconds (default 30)")
-    parser.add_argument("--lease-timeout", type=float, default=600.0, metavar="SECONDS",
+    parser.add_argument("--lease-timeout", type=_positive, default=600.0, metavar="SECONDS",
                         help="redeliver a work item a connected worker has held this long (default 600)")
     parser.add_argument("--rewind", choices=("server", "worker"), default="server",
                         help="who rewrites the history of a rewound orchestration (default: server)")

@@ -202,9 +202,7 @@ class Engine:
         for stream in list(hub.streams):
             self.dispatcher.close_stream(stream)
         snapshot = await self.runner.call(self.runner.store.load, hub.name)
-        waiters = hub.waiters
-        hub.__init__(hub.name)  # type: ignore[misc]
-        hub.waiters = waiters
+        hub.reset()
         for record in snapshot.instances:
             hub.instances[record.instance_id] = Instance(record=record,
                                                          history=snapshot.histories.get(record.instance_id))

@@ -272,7 +272,12 @@ def _continue_as_new(tx: Tx, instance: Instance, complete: pb.CompleteOrchestrat
     tx.replace_history(instance, [])
     tx.send(instance, EXECUTION_STARTED, delivery.start_event(tx, record))
     for event in complete.carryoverEvents:
-        tx.send(instance, event.WhichOneof("eventType") or "", event.SerializeToString())
+        kind = event.WhichOneof("eventType")
+        if kind != "eventRaised":  # only unconsumed events carry over; never pass bookkeeping events on
+            logger.warning("instance %r carried over a %s event on continue-as-new; dropped", record.instance_id,
+                           kind)
+            continue
+        tx.send(instance, kind, event.SerializeToString())
     # Messages that arrived during the episode follow the carried-over ones, in their order.
     for message in kept:
         tx.send(instance, message.kind, message.event, visible_at=message.visible_at)

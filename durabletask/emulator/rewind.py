@@ -83,6 +83,8 @@ def start_rewind(tx: Tx, instance: Instance, reason: str | None, *, parent_execu
 
 def apply_rewind_action(tx: Tx, instance: Instance, new_history: list[pb.HistoryEvent]) -> None:
     """Install the history a worker rewrote, re-run the instance, and rewind its failed children."""
+    # Workers replay this history; never hand them bookkeeping events they cannot handle.
+    new_history = [e for e in new_history if e.WhichOneof("eventType") not in ("historyState", "continueAsNew")]
     logger.info("instance %r: installing the history its worker rewound (%d events)", instance.instance_id,
                 len(new_history))
     started = next(e.executionStarted for e in new_history if e.HasField("executionStarted"))

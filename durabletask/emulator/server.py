@@ -117,6 +117,10 @@ class Emulator:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # Accept clients' keepalive pings (some configure them) instead of closing the connection.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ("grpc.http2.max_ping_strikes", 0),
         ])
         server.add_generic_rpc_handlers((Service(self.engine).handler(),))
         bind_host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host

@@ -205,12 +205,16 @@ class HubState:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.waiters: dict[str, list[Waiter]] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything but the name and the waiters (before a reload from storage)."""
         self.instances: dict[str, Instance] = {}
         self.activities: dict[int, Activity] = {}
         self.ready: deque[Instance] = deque()
         self.ready_activities: deque[Activity] = deque()
         self.streams: list[WorkerStream] = []
-        self.waiters: dict[str, list[Waiter]] = {}
         self.round_robin = 0
 
 

@@ -353,3 +353,38 @@ def test_a_malformed_completion_is_refused_and_the_work_item_redelivered() -> No
         assert kinds(again.orchestratorRequest.newEvents) == ["orchestratorStarted", "executionStarted"]
         h.complete(again, finish(1, '"ok"'))
         assert h.wait(iid).output.value == '"ok"'
+
+
+def test_a_rule_failing_half_way_reloads_the_hub_from_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    from durabletask.emulator import engine as engine_module
+
+    real = engine_module.episode.apply_episode
+
+    def broken(tx, lease, *args):  # type: ignore[no-untyped-def]
+        tx.send(lease.instance, "eventRaised", b"")  # a change in memory...
+        raise RuntimeError("boom")  # ...then a bug
+
+    with harness() as h:
+        items = h.stream()
+        iid = h.start()
+        item = items.next()
+        monkeypatch.setattr(engine_module.episode, "apply_episode", broken)
+        with pytest.raises(grpc.RpcError) as error:
+            h.complete(item, finish(1))
+        assert error.value.code() == grpc.StatusCode.INTERNAL and "boom" in (error.value.details() or "")
+        monkeypatch.setattr(engine_module.episode, "apply_episode", real)
+        again = h.stream().next()  # the old stream was closed; the episode is delivered again, unchanged
+        assert kinds(again.orchestratorRequest.newEvents) == ["orchestratorStarted", "executionStarted"]
+        h.complete(again, finish(1, '"ok"'))
+        assert h.wait(iid).output.value == '"ok"'
+
+
+def test_only_raised_events_are_carried_over() -> None:
+    with harness() as h:
+        items = h.stream()
+        h.start()
+        odd = pb.HistoryEvent(eventId=-1, historyState=pb.HistoryStateEvent())
+        kept = pb.HistoryEvent(eventId=-1, eventRaised=pb.EventRaisedEvent(name="e"))
+        h.complete(items.next(), continue_as_new(1, "1", [odd, kept]))
+        assert kinds(items.next().orchestratorRequest.newEvents) == [
+            "orchestratorStarted", "executionStarted", "eventRaised"]
