@@ -72,8 +72,8 @@ def start_backend(kind: str, port: int, workdir: Path) -> subprocess.Popen[str]:
         proc = official("backend", str(port))
         wait_for(proc, "ready")
         return proc
-    db = workdir / f"emulator-{port}.db"
-    proc = subprocess.Popen([sys.executable, "-m", "durabletask.emulator", "--port", str(port), "--db", str(db),
+    storage = ["--memory"] if kind == "emulator-memory" else ["--db", str(workdir / f"emulator-{port}.db")]
+    proc = subprocess.Popen([sys.executable, "-m", "durabletask.emulator", "--port", str(port), *storage,
                              "--log-level", "WARNING"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     wait_for(proc, "Ctrl-C")
     return proc
@@ -95,7 +95,7 @@ def one_round(kind: str, count: int, warmup: int, workdir: Path) -> dict[str, An
     finally:
         for proc in (driver, backend):
             if proc.poll() is None:
-                if proc is backend and kind == "emulator":
+                if proc is backend and kind != "official":
                     proc.terminate()
                 else:
                     proc.kill()
@@ -115,16 +115,18 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200, help="orchestrations per round (default 200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed orchestrations first (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per backend (default 3)")
+    parser.add_argument("--memory", action="store_true", help="also run the emulator with --memory")
     parser.add_argument("--json", action="store_true", help="print a JSON report")
     args = parser.parse_args()
+    kinds = ["official", "emulator", *(["emulator-memory"] if args.memory else [])]
 
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
-            for kind in ("official", "emulator"):
+            for kind in kinds:
                 runs.append(one_round(kind, args.count, args.warmup, Path(tmp)))
     best = {kind: min((r for r in runs if r["backend"] == kind), key=lambda r: r["backend_cpu_seconds"])
-            for kind in ("official", "emulator")}
+            for kind in kinds}
     ratio = best["emulator"]["backend_cpu_seconds"] / max(best["official"]["backend_cpu_seconds"], 1e-9)
     report = {"official_sdk": OFFICIAL_VERSION, "python": sys.version.split()[0], "rounds": runs, "best": best,
               "cpu_ratio": ratio, "target_met": ratio <= 0.5}
@@ -134,8 +136,9 @@ def main() -> None:
     print(f"Official SDK {OFFICIAL_VERSION} worker + client; {args.count} orchestrations x 5 chained activities; "
           f"best of {args.rounds} round(s) by backend CPU")
     print(f"{'backend':<34} {'orch/s':>8} {'CPU s':>8} {'CPU ms/orch':>12}")
-    labels = {"official": "official in-memory backend", "emulator": "durabletask emulator (SQLite)"}
-    for kind in ("official", "emulator"):
+    labels = {"official": "official in-memory backend", "emulator": "durabletask emulator (SQLite)",
+              "emulator-memory": "durabletask emulator (--memory)"}
+    for kind in kinds:
         r = best[kind]
         print(f"{labels[kind]:<34} {r['orchestrations_per_second']:>8.1f} {r['backend_cpu_seconds']:>8.2f} "
               f"{r['backend_cpu_ms_per_orchestration']:>12.2f}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
 
 from durabletask.emulator import delivery, rewind, wire
 from durabletask.emulator.episode import children_of
@@ -161,11 +160,6 @@ def _filtered(hub: HubState, filt: pb.PurgeInstanceFilter) -> list[Instance]:
         and (low is None or i.record.created_at >= low)
         and (high is None or i.record.created_at < high)
     ]
-
-
-def needs_children(instances: Iterable[Instance]) -> list[Instance]:
-    """Instances whose children are unknown until their history is read from the store."""
-    return [i for i in instances if i.children is None and i.history is None]
 
 
 def with_descendants(hub: HubState, roots: list[Instance]) -> tuple[list[Instance], list[Instance]]:
