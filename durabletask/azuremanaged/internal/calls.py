@@ -2,8 +2,10 @@
 
 * `scheduler_metadata`: the fixed ``taskhub`` and ``x-user-agent`` headers (workers add ``workerid``
   themselves). They go through the base classes' ``metadata``, which costs nothing per call.
-* `BearerTokenInterceptor` (blocking channels) and `AsyncBearerTokenInterceptor` (asyncio channels)
-  add ``authorization: Bearer <token>`` to every call, taking the token from an `AccessTokenSource`.
+* `BearerTokenInterceptor` (blocking channels) and `async_header_interceptors` (asyncio channels) add
+  ``authorization: Bearer <token>`` to every call, taking the token from an `AccessTokenSource`. The
+  asyncio ones also carry the fixed headers of the asyncio client: the base classes' metadata
+  interceptor for ``grpc.aio`` covers unary-unary calls only, and history streams need ``taskhub``.
 * `check_token_transport`: a token is never sent in clear text, except to this machine.
 """
 
@@ -147,48 +149,75 @@ class BearerTokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamC
         return continuation(self._details(client_call_details), request_iterator)
 
 
-class AsyncBearerTokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
-                                  grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
-    """Adds ``authorization: Bearer <token>`` to every call of an asyncio channel.
+class AsyncHeaders:
+    """Adds fixed metadata and, with a token source, ``authorization: Bearer <token>`` to asyncio calls.
 
-    The event loop is never blocked: an asynchronous credential is awaited, a synchronous one runs in a
+    ``grpc.aio`` files an interceptor under the first call kind it implements only, so this base is
+    used through `async_header_interceptors`: one instance per call kind, sharing the token source. The
+    event loop is never blocked: an asynchronous credential is awaited, a synchronous one runs in a
     thread.
 
     Args:
-        source: Where the token comes from.
+        metadata: Fixed ``(key, value)`` pairs to add to every call.
+        source: Where the token comes from (None: no ``authorization`` header).
         errors_as_status: Turn a credential error into an ``UNAUTHENTICATED`` call error (the worker
             then backs off and reconnects as for any failed call) instead of raising it as it is.
     """
 
-    def __init__(self, source: AccessTokenSource, *, errors_as_status: bool = False) -> None:
+    def __init__(self, metadata: Sequence[tuple[str, str]], source: AccessTokenSource | None, *,
+                 errors_as_status: bool = False) -> None:
+        self.metadata = list(metadata)
         self.source = source
         self._errors_as_status = errors_as_status
 
     async def _details(self, details: Any) -> grpc.aio.ClientCallDetails:
-        try:
-            token = await self.source.get_token_async()
-        except Exception as error:
-            if not self._errors_as_status:
-                raise
-            message = (f"could not get an access token for {self.source.scope} from "
-                       f"{type(self.source.credential).__name__}: {type(error).__name__}: {error}")
-            logger.warning("%s", message)
-            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAUTHENTICATED, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                       details=message) from error
-        metadata = grpc.aio.Metadata(*_without_authorization(details.metadata), (AUTHORIZATION, f"Bearer {token}"))
+        extra = list(self.metadata)
+        if self.source is not None:
+            extra.append((AUTHORIZATION, f"Bearer {await self._token(self.source)}"))
+            existing = _without_authorization(details.metadata)
+        else:
+            existing = list(details.metadata or ())
+        metadata = grpc.aio.Metadata(*existing, *extra)
         return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
                                           details.wait_for_ready)
 
+    async def _token(self, source: AccessTokenSource) -> str:
+        try:
+            return await source.get_token_async()
+        except Exception as error:
+            if not self._errors_as_status:
+                raise
+            message = (f"could not get an access token for {source.scope} from "
+                       f"{type(source.credential).__name__}: {type(error).__name__}: {error}")
+            logger.warning("%s", message)
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAUTHENTICATED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                       details=message) from error
+
+
+class _AsyncUnaryUnary(AsyncHeaders, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(await self._details(client_call_details), request)
 
+
+class _AsyncUnaryStream(AsyncHeaders, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(await self._details(client_call_details), request)
 
+
+class _AsyncStreamUnary(AsyncHeaders, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any,
                                      request_iterator: Any) -> Any:
         return await continuation(await self._details(client_call_details), request_iterator)
 
+
+class _AsyncStreamStream(AsyncHeaders, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any,
                                       request_iterator: Any) -> Any:
         return await continuation(await self._details(client_call_details), request_iterator)
+
+
+def async_header_interceptors(metadata: Sequence[tuple[str, str]], source: AccessTokenSource | None, *,
+                              errors_as_status: bool = False) -> list[AsyncHeaders]:
+    """One `AsyncHeaders` per call kind (unary and streaming, either way), for a ``grpc.aio`` channel."""
+    return [kind(metadata, source, errors_as_status=errors_as_status)
+            for kind in (_AsyncUnaryUnary, _AsyncUnaryStream, _AsyncStreamUnary, _AsyncStreamStream)]

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from durabletask.azuremanaged.connection import ConnectionString, Settings, settings_from_environment
 from durabletask.azuremanaged.internal.calls import (
-    AsyncBearerTokenInterceptor,
     BearerTokenInterceptor,
+    async_header_interceptors,
     check_taskhub,
     check_token_transport,
     scheduler_metadata,
@@ -43,22 +43,31 @@ def wire(*, host_address: str, taskhub: str, token_credential: Any, resource_id:
     if not isinstance(host_address, str) or not host_address.strip():
         raise ValueError("host_address is required: the scheduler endpoint, e.g. "
                          "'https://myscheduler.westus2.durabletask.io' (or 'http://localhost:8080' for an emulator)")
+    headers = scheduler_metadata(taskhub, metadata)
     chain = list(interceptors or ())
+    source: AccessTokenSource | None = None
     if token_credential is None:
         resolve_resource_id(resource_id)  # still reject a bad resource_id
-        return Wiring(scheduler_metadata(taskhub, metadata), chain, None)
-    source = AccessTokenSource(token_credential, resource_id=resource_id)
-    if kind == "sync" and source.is_async:
-        raise TypeError("DurableTaskSchedulerClient needs a synchronous credential (azure.identity, e.g. "
-                        "DefaultAzureCredential); use AsyncDurableTaskSchedulerClient with azure.identity.aio "
-                        "credentials")
-    if channel is None:
-        check_token_transport(host_address, secure_channel)
-    if kind == "sync":
-        chain.append(BearerTokenInterceptor(source))
     else:
-        chain.append(AsyncBearerTokenInterceptor(source, errors_as_status=kind == "worker"))
-    return Wiring(scheduler_metadata(taskhub, metadata), chain, source)
+        source = AccessTokenSource(token_credential, resource_id=resource_id)
+        if kind == "sync" and source.is_async:
+            raise TypeError("DurableTaskSchedulerClient needs a synchronous credential (azure.identity, e.g. "
+                            "DefaultAzureCredential); use AsyncDurableTaskSchedulerClient with azure.identity.aio "
+                            "credentials")
+        if channel is None:
+            check_token_transport(host_address, secure_channel)
+    if kind == "sync":
+        # grpc.intercept_channel applies an interceptor to every call kind it implements.
+        if source is not None:
+            chain.append(BearerTokenInterceptor(source))
+        return Wiring(headers, chain, source)
+    if kind == "async":
+        # grpc.aio files an interceptor under one call kind only, so the headers go in one per kind.
+        return Wiring([], [*chain, *async_header_interceptors(headers, source)], source)
+    # The worker sends the fixed headers on each call itself (cheaper than an interceptor).
+    if source is not None:
+        chain += async_header_interceptors([], source, errors_as_status=True)
+    return Wiring(headers, chain, source)
 
 
 def _check_kwargs(kwargs: Mapping[str, Any], where: str) -> None:
