@@ -319,3 +319,25 @@ def test_async_client_mirrors_the_sync_one(emulator: Emulator, worker: TaskHubGr
     done, page = asyncio.run(scenario())
     assert done is not None and done.get_output() == "async"
     assert [s.instance_id for s in page.items] == [done.instance_id]
+
+
+def test_async_client_metadata_reaches_streaming_calls_too() -> None:
+    def hello(ctx: task.OrchestrationContext, _: Any) -> str:
+        return "hi"
+
+    with Emulator(memory=True, task_hubs=["only-hub"]) as emu:
+        worker = TaskHubGrpcWorker(host_address=emu.address, metadata=[("taskhub", "only-hub")])
+        worker.add_orchestrator(hello)
+        worker.start()
+
+        async def scenario() -> list[Any]:
+            async with AsyncTaskHubGrpcClient(host_address=emu.address, metadata=[("taskhub", "only-hub")]) as c:
+                instance_id = await c.schedule_new_orchestration(hello)
+                await c.wait_for_orchestration_completion(instance_id, timeout=10)
+                return await c.get_orchestration_history(instance_id)  # a server-streaming call
+
+        try:
+            history = asyncio.run(scenario())
+        finally:
+            worker.stop(2)
+    assert any(type(e).__name__ == "ExecutionCompletedEvent" for e in history)

@@ -126,24 +126,36 @@ def _aio_details(details: Any, extra: Metadata) -> grpc.aio.ClientCallDetails:
                                       details.wait_for_ready)
 
 
-class AsyncMetadataInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Adds fixed metadata to every unary and server-streaming call of an asyncio channel."""
-
+class _AsyncUnaryUnaryMetadata(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, metadata: Metadata) -> None:
         self._metadata = list(metadata)
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(_aio_details(client_call_details, self._metadata), request)
 
+
+class _AsyncUnaryStreamMetadata(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, metadata: Metadata) -> None:
+        self._metadata = list(metadata)
+
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(_aio_details(client_call_details, self._metadata), request)
+
+
+def async_metadata_interceptors(metadata: Metadata) -> list[Any]:
+    """Interceptors adding ``metadata`` to unary and server-streaming calls of an asyncio channel.
+
+    One object per call kind: grpc.aio files an interceptor under a single kind, so an object
+    implementing several would silently skip the others (streams would lose the metadata).
+    """
+    return [_AsyncUnaryUnaryMetadata(metadata), _AsyncUnaryStreamMetadata(metadata)]
 
 
 def with_metadata(metadata: Metadata | None, interceptors: Sequence[Any] | None, *, asynchronous: bool) -> list[Any]:
     """The interceptor chain: the metadata interceptor (if any metadata) before the user's."""
     chain: list[Any] = []
     if metadata:
-        chain.append(AsyncMetadataInterceptor(metadata) if asynchronous else MetadataInterceptor(metadata))
+        chain += async_metadata_interceptors(metadata) if asynchronous else [MetadataInterceptor(metadata)]
     chain += list(interceptors or ())
     return chain
 
