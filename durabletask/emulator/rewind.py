@@ -19,7 +19,6 @@ completed are rewound too (or re-created if they were purged).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
 from google.protobuf import wrappers_pb2
 
@@ -28,37 +27,13 @@ from durabletask.emulator.state import EXECUTION_REWOUND, WAKE_UP, Instance
 from durabletask.emulator.store.base import FAILED, RUNNING
 from durabletask.emulator.tx import Tx
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.replay.rewind import clean_history
 
 logger = logging.getLogger("durabletask.emulator.engine")
 
 SERVER = "server"
 WORKER = "worker"
 MODES = (SERVER, WORKER)
-
-
-def clean_history(events: Iterable[pb.HistoryEvent], execution_id: str,
-                  parent_execution_id: str | None) -> list[pb.HistoryEvent]:
-    """The history with the failure removed (the Python worker's rules; see the module docstring)."""
-    events = list(events)
-    failed_tasks = {e.taskFailed.taskScheduledId for e in events if e.HasField("taskFailed")}
-    cleaned: list[pb.HistoryEvent] = []
-    for event in events:
-        kind = event.WhichOneof("eventType")
-        if kind in ("taskFailed", "subOrchestrationInstanceFailed", "executionCompleted"):
-            continue
-        if kind == "taskScheduled" and event.eventId in failed_tasks:
-            continue
-        if kind == "executionStarted":
-            copy = pb.HistoryEvent()
-            copy.CopyFrom(event)
-            copy.executionStarted.orchestrationInstance.executionId.CopyFrom(
-                wrappers_pb2.StringValue(value=execution_id))
-            if parent_execution_id and copy.executionStarted.HasField("parentInstance"):
-                copy.executionStarted.parentInstance.orchestrationInstance.executionId.CopyFrom(
-                    wrappers_pb2.StringValue(value=parent_execution_id))
-            event = copy
-        cleaned.append(event)
-    return cleaned
 
 
 def start_rewind(tx: Tx, instance: Instance, reason: str | None, *, parent_execution_id: str | None = None) -> None:

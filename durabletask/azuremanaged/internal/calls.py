@@ -14,13 +14,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from durabletask.azuremanaged.internal.tokens import AccessTokenSource
-from durabletask.internal.grpc.channels import parse_host_address
+from durabletask.internal.grpc.channels import CallDetails, parse_host_address
 
 logger = logging.getLogger("durabletask.azuremanaged")
 
@@ -107,15 +107,6 @@ def check_token_transport(host_address: str, secure_channel: bool) -> None:
 # ----------------------------------------------------------------- interceptors
 
 
-class _CallDetails(NamedTuple):
-    method: str
-    timeout: float | None
-    metadata: Any
-    credentials: Any
-    wait_for_ready: Any
-    compression: Any
-
-
 def _without_authorization(metadata: Any) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in (metadata or ()) if k.lower() != AUTHORIZATION]
 
@@ -130,10 +121,10 @@ class BearerTokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamC
     def __init__(self, source: AccessTokenSource) -> None:
         self.source = source
 
-    def _details(self, details: Any) -> _CallDetails:
+    def _details(self, details: Any) -> CallDetails:
         metadata = _without_authorization(details.metadata)
         metadata.append((AUTHORIZATION, f"Bearer {self.source.get_token()}"))
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+        return CallDetails(details.method, details.timeout, metadata, details.credentials,
                             getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:

@@ -85,7 +85,9 @@ def async_channel(host_address: str | None, secure_channel: bool = False,
     return grpc.aio.insecure_channel(target.address, options=options, interceptors=chain)
 
 
-class _CallDetails(NamedTuple):
+class CallDetails(NamedTuple):
+    """Client call details with replaced metadata (blocking channels)."""
+
     method: str
     timeout: float | None
     metadata: Any
@@ -94,9 +96,9 @@ class _CallDetails(NamedTuple):
     compression: Any
 
 
-def _with_metadata(details: Any, extra: Metadata) -> _CallDetails:
+def _with_metadata(details: Any, extra: Metadata) -> CallDetails:
     merged = list(details.metadata or ()) + list(extra)
-    return _CallDetails(details.method, details.timeout, merged, details.credentials,
+    return CallDetails(details.method, details.timeout, merged, details.credentials,
                         getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
 
 

@@ -10,7 +10,7 @@ that rewrite history themselves send the same events over a history without
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain
 
 from google.protobuf import wrappers_pb2
@@ -35,10 +35,23 @@ def rewind_action(past: Sequence[pb.HistoryEvent], new: Sequence[pb.HistoryEvent
             f"got {[e.WhichOneof('eventType') for e in new]}"
         )
     rewound = new[1].executionRewound
-    failed_ids = {e.taskFailed.taskScheduledId for e in chain(past, new) if e.HasField("taskFailed")}
-    execution_id = uuid.uuid4().hex
+    parent_execution_id = rewound.parentExecutionId.value or None
+    history = clean_history(chain(past, new), uuid.uuid4().hex, parent_execution_id)
+    return pb.OrchestratorAction(id=-1, rewindOrchestration=pb.RewindOrchestrationAction(newHistory=history))
+
+
+def clean_history(events: Iterable[pb.HistoryEvent], execution_id: str,
+                  parent_execution_id: str | None) -> list[pb.HistoryEvent]:
+    """A failed execution's history with the failure removed, under a new execution ID.
+
+    Failed activities lose their ``TaskScheduled`` and ``TaskFailed`` events, failed
+    sub-orchestrations their failure, and ``ExecutionCompleted`` goes. Used by the worker's rewind
+    action and by backends that rewrite the history themselves, so both follow one rule.
+    """
+    events = list(events)
+    failed_ids = {e.taskFailed.taskScheduledId for e in events if e.HasField("taskFailed")}
     history: list[pb.HistoryEvent] = []
-    for event in chain(past, new):
+    for event in events:
         kind = event.WhichOneof("eventType")
         if kind in ("taskFailed", "subOrchestrationInstanceFailed", "executionCompleted"):
             continue
@@ -49,9 +62,9 @@ def rewind_action(past: Sequence[pb.HistoryEvent], new: Sequence[pb.HistoryEvent
             copy.CopyFrom(event)
             started = copy.executionStarted
             started.orchestrationInstance.executionId.CopyFrom(wrappers_pb2.StringValue(value=execution_id))
-            if rewound.parentExecutionId.value and started.HasField("parentInstance"):
-                started.parentInstance.orchestrationInstance.executionId.CopyFrom(rewound.parentExecutionId)
-            history.append(copy)
-            continue
+            if parent_execution_id and started.HasField("parentInstance"):
+                started.parentInstance.orchestrationInstance.executionId.CopyFrom(
+                    wrappers_pb2.StringValue(value=parent_execution_id))
+            event = copy
         history.append(event)
-    return pb.OrchestratorAction(id=-1, rewindOrchestration=pb.RewindOrchestrationAction(newHistory=history))
+    return history
