@@ -214,6 +214,10 @@ def test_worker_reconnects_after_the_backend_restarts(tmp_path: Path) -> None:
             for instance_id in ids:
                 client.wait_for_orchestration_start(instance_id, timeout=10)
         emulator.stop()
+        deadline = time.monotonic() + 10
+        while worker.wait_until_connected(0) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the worker has seen the stream break, so the timing below means something
+        assert not worker.wait_until_connected(0)
         gate.set()  # activities finish while the backend is down; their completions must retry or be redone
         emulator = Emulator(port=port, db_path=db).start()
         restarted = time.monotonic()
