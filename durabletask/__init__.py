@@ -13,7 +13,7 @@ __version__ = "0.1.0.dev0"
 
 _SUBMODULES = frozenset({
     "task", "serialization", "internal", "history", "client", "worker", "grpc_options", "testing", "emulator",
-    "azuremanaged",
+    "azuremanaged", "entities",
 })
 
 

@@ -8,6 +8,10 @@ for it run unchanged. Additions: ``wait_for_external_event(..., timeout=...)``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeAlias
+
+from durabletask.entities import DurableEntity, EntityContext, EntityInstanceId, EntityLock
 from durabletask.internal.contexts import (
     Activity,
     ActivityContext,
@@ -17,6 +21,7 @@ from durabletask.internal.contexts import (
     T,
     TInput,
     TOutput,
+    get_entity_name,
     get_name,
 )
 from durabletask.internal.failures import (
@@ -42,12 +47,20 @@ from durabletask.internal.tasks import (
     when_any,
 )
 
+Entity: TypeAlias = Callable[[EntityContext, TInput], TOutput] | type[DurableEntity]
+"""An entity: a function ``(ctx, input) -> output`` or a `DurableEntity` subclass."""
+
 __all__ = [
     "Activity",
     "ActivityContext",
     "CancellableTask",
     "CompletableTask",
     "CompositeTask",
+    "DurableEntity",
+    "Entity",
+    "EntityContext",
+    "EntityInstanceId",
+    "EntityLock",
     "EventTimeoutError",
     "FailureDetails",
     "NonDeterminismError",
@@ -67,6 +80,7 @@ __all__ = [
     "TimerTask",
     "WhenAllTask",
     "WhenAnyTask",
+    "get_entity_name",
     "get_name",
     "when_all",
     "when_any",

@@ -1,7 +1,7 @@
 """The worker: hosts orchestrators and activities and runs the work a backend sends.
 
 `TaskHubGrpcWorker` keeps the official SDK's constructor and methods. On top: decorators
-(``@worker.orchestrator``, ``@worker.activity``) that register and return the function unchanged,
+(``@worker.orchestrator``, ``@worker.activity``, ``@worker.entity``) that register and return the function unchanged,
 ``async def`` activities (run on the worker's event loop), and ``stop(timeout)`` that drains.
 """
 
@@ -16,6 +16,7 @@ import grpc
 
 from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.entities.executor import EntityNotRegisteredError
 from durabletask.internal.failures import OrchestratorNotRegisteredError
 from durabletask.internal.registry import Registry
 from durabletask.internal.replay.engine import DEFAULT_MAXIMUM_TIMER_INTERVAL, OrchestrationExecutor
@@ -38,6 +39,7 @@ __all__ = [
     "ActivityWorkItemFilter",
     "ConcurrencyOptions",
     "DurableTaskWorker",
+    "EntityNotRegisteredError",
     "EntityWorkItemFilter",
     "OrchestrationWorkItemFilter",
     "OrchestratorNotRegisteredError",
@@ -49,11 +51,12 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+E = TypeVar("E", bound=Callable[..., Any] | type)
 _AUTO_FILTERS: Any = object()
 
 
 class TaskHubGrpcWorker:
-    """Runs registered orchestrators and activities for a Durable Task backend.
+    """Runs registered orchestrators, activities and entities for a Durable Task backend.
 
     Args:
         host_address: ``host:port`` or a URL (``https://`` for TLS). Default ``localhost:4001``.
@@ -125,6 +128,31 @@ class TaskHubGrpcWorker:
         self._check_not_running()
         self._registry.add_activity(fn, name)
 
+    def add_entity(self, fn: Callable[..., Any] | type, name: str | None = None) -> str:
+        """Register an entity and return its name (lower case).
+
+        Args:
+            fn: A function ``(ctx: EntityContext, input)`` that runs every operation, or a
+                `DurableEntity` subclass with one method per operation.
+            name: The entity name in entity IDs; by default the function's or class's name.
+        """
+        self._check_not_running()
+        return self._registry.add_entity(fn, name)
+
+    @overload
+    def entity(self, fn: E) -> E: ...
+    @overload
+    def entity(self, *, name: str | None = None) -> Callable[[E], E]: ...
+    def entity(self, fn: Any = None, *, name: str | None = None) -> Any:
+        """Decorator registering an entity function or class; it is returned unchanged.
+
+        Use as ``@worker.entity`` or ``@worker.entity(name="...")``.
+        """
+        def register(f: E) -> E:
+            self.add_entity(f, name=name)
+            return f
+        return register(fn) if fn is not None else register
+
     @overload
     def orchestrator(self, fn: F) -> F: ...
     @overload
@@ -192,6 +220,7 @@ class TaskHubGrpcWorker:
         return WorkItemFilters(
             orchestrations=[OrchestrationWorkItemFilter(n, list(versions)) for n in self._registry.orchestrators],
             activities=[ActivityWorkItemFilter(n, list(versions)) for n in self._registry.activities],
+            entities=[EntityWorkItemFilter(n) for n in self._registry.entities],
         )
 
     # ----------------------------------------------------------------- lifecycle

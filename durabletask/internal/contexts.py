@@ -20,6 +20,8 @@ TOutput = TypeVar("TOutput")
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from durabletask.entities import EntityInstanceId, EntityLock
+
     _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
 else:
     _LoggerAdapter = logging.LoggerAdapter
@@ -160,6 +162,66 @@ class OrchestrationContext(ABC):
         """Send an event to another orchestration instance (fire and forget)."""
         raise NotImplementedError(f"{type(self).__name__} does not support send_event()")
 
+    @overload
+    def call_entity(self, entity: EntityInstanceId, operation: str, input: Any = ..., *,
+                    return_type: type[T]) -> CompletableTask[T]: ...
+
+    @overload
+    def call_entity(self, entity: EntityInstanceId, operation: str, input: Any = ..., *,
+                    return_type: None = ...) -> CompletableTask[Any]: ...
+
+    def call_entity(self, entity: EntityInstanceId, operation: str, input: Any = None, *,
+                    return_type: type | None = None) -> CompletableTask[Any]:
+        """Run an operation on an entity and return a task for its result.
+
+        If the operation raises, the task fails with a `TaskFailedError` whose cause is an
+        `EntityOperationFailedException` (the entity's own error is its inner failure).
+
+        Args:
+            entity: The entity.
+            operation: The operation's name.
+            input: The operation's input.
+            return_type: Decode the result into this type.
+
+        Raises:
+            RuntimeError: Inside a critical section, the entity is not one of the locked ones, or
+                a call to it is still running.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support call_entity()")
+
+    def signal_entity(self, entity_id: EntityInstanceId, operation_name: str, input: Any = None,
+                      signal_time: datetime | None = None) -> None:
+        """Send a one-way operation to an entity (fire and forget).
+
+        Args:
+            entity_id: The entity.
+            operation_name: The operation's name.
+            input: The operation's input.
+            signal_time: Deliver no earlier than this (UTC).
+
+        Raises:
+            RuntimeError: Inside a critical section, the entity is one of the locked ones (call it
+                instead).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support signal_entity()")
+
+    def lock_entities(self, entities: list[EntityInstanceId]) -> CompletableTask[EntityLock]:
+        """Lock entities for a critical section: ``with (yield ctx.lock_entities([a, b])):``.
+
+        While the section lasts, only this orchestration runs operations on the locked entities,
+        and it may only call (not signal) them, one call per entity at a time. Leaving the
+        ``with`` block releases the locks; so does completing, failing or continuing as new.
+
+        Raises:
+            RuntimeError: A critical section is already open (sections do not nest).
+            ValueError: ``entities`` is empty.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support lock_entities()")
+
+    def _exit_critical_section(self) -> None:
+        """Release the locks of the open critical section, if any (called by `EntityLock`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support entity locks")
+
     @abstractmethod
     def continue_as_new(self, new_input: Any, *, save_events: bool = False,
                         new_version: str | None = None) -> None:
@@ -224,3 +286,15 @@ def get_name(fn: Callable[..., Any]) -> str:
     if name == "<lambda>":
         raise ValueError("cannot infer a name from a lambda function: register it with an explicit name")
     return str(name)
+
+
+def get_entity_name(fn: Callable[..., Any] | type) -> str:
+    """Return the name an entity function or class is registered under (before lower-casing).
+
+    Raises:
+        ValueError: ``fn`` is a lambda, which has no usable name.
+    """
+    name = getattr(fn, "__durable_entity_name__", None)
+    if name:
+        return str(name)
+    return get_name(fn)

@@ -12,9 +12,8 @@ from tests.support.official import run_official
 
 pytestmark = pytest.mark.interop
 
-MODULES = ["durabletask.task", "durabletask.serialization"]
-# Entities are their own piece of work (durable entities issue); these names arrive with it.
-NOT_YET = {"DurableEntity", "EntityContext", "EntityInstanceId", "EntityLock", "get_entity_name"}
+MODULES = ["durabletask.task", "durabletask.serialization", "durabletask.entities"]
+NOT_YET: set[str] = set()
 
 
 def test_official_public_names_exist_here() -> None:

@@ -27,6 +27,7 @@ from google.protobuf import empty_pb2
 
 from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.entities.executor import execute_batch
 from durabletask.internal.grpc.channels import async_channel, sidecar_stub
 from durabletask.internal.registry import Registry
 from durabletask.internal.replay.engine import OrchestrationExecutor
@@ -79,6 +80,7 @@ class WorkerRuntime:
         self._last_message = 0.0
         self._cancel_reason: str | None = None
         self.connected = threading.Event()
+        self._entity_slots: asyncio.Semaphore | None = None
         self._drain_timeout = 30.0
 
     # ----------------------------------------------------------------- lifecycle (caller's thread)
@@ -234,9 +236,10 @@ class WorkerRuntime:
             self._spawn(self._orchestration(item.orchestratorRequest, token), "orchestration", token)
         elif kind == "activityRequest":
             self._spawn(self._activity(item.activityRequest, token), "activity", token)
-        elif kind in ("entityRequest", "entityRequestV2"):
-            logger.warning("entity work items are not supported by this worker yet; giving it back")
-            self._spawn(self._abandon("entity", token), "entity", token)
+        elif kind == "entityRequestV2":
+            self._spawn(self._entity(item.entityRequestV2, token), "entity", token)
+        elif kind == "entityRequest":
+            self._spawn(self._entity(item.entityRequest, token), "entity", token)
         # healthPing and unknown kinds only keep the stream alive.
 
     def _spawn(self, work: Awaitable[None], kind: str, token: str) -> None:
@@ -272,6 +275,21 @@ class WorkerRuntime:
         s = self._settings
         response = await run_activity(s.registry, s.converter, request, token, self._pool)
         await self._complete("CompleteActivityTask", response, "activity", token)
+
+    async def _entity(self, request: pb.EntityBatchRequest | pb.EntityRequest, token: str) -> None:
+        """Run an entity batch on the thread pool (entity code is plain, possibly blocking, code)."""
+        s = self._settings
+        if self._entity_slots is None:
+            self._entity_slots = asyncio.Semaphore(s.concurrency.maximum_concurrent_entity_work_items)
+        async with self._entity_slots:
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, execute_batch, s.registry, s.converter, request, token)
+            except Exception:
+                logger.exception("entity batch for %s failed unexpectedly; giving it back", request.instanceId)
+                await self._abandon("entity", token)
+                return
+        await self._complete("CompleteEntityTask", result, "entity", token)
 
     async def _complete(self, method: str, response: Any, kind: str, token: str) -> None:
         """Send a completion, retrying transient failures; give the item back if it never lands."""
