@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from durabletask.emulator import wire
+from durabletask.emulator.entity_dispatch import EntityDispatch
+from durabletask.emulator.entity_state import EntityLease
 from durabletask.emulator.state import (
     Activity,
     ActivityLease,
@@ -54,6 +56,8 @@ class WorkFilters:
 
     orchestrations: FilterTable | None = None
     activities: FilterTable | None = None
+    entities: frozenset[str] | None = None
+    """Lower-cased entity names."""
 
     @classmethod
     def from_request(cls, request: pb.GetWorkItemsRequest) -> WorkFilters:
@@ -63,6 +67,7 @@ class WorkFilters:
         return cls(
             orchestrations={f.name: frozenset(f.versions) for f in filters.orchestrations},
             activities={f.name: frozenset(f.versions) for f in filters.activities},
+            entities=frozenset(f.name.lower() for f in filters.entities),
         )
 
     @staticmethod
@@ -84,10 +89,12 @@ class WorkerStream:
         self.peer = peer
         self.max_orchestrations = request.maxConcurrentOrchestrationWorkItems
         self.max_activities = request.maxConcurrentActivityWorkItems
+        self.max_entities = request.maxConcurrentEntityWorkItems
         self.filters = WorkFilters.from_request(request)
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.orchestration_leases: dict[str, OrchestrationLease] = {}
         self.activity_leases: dict[str, ActivityLease] = {}
+        self.entity_leases: dict[str, EntityLease] = {}
         self.last_sent = wire.now()
         self.closed = False
 
@@ -99,6 +106,9 @@ class WorkerStream:
 
     def room_for_activities(self) -> bool:
         return self.max_activities <= 0 or len(self.activity_leases) < self.max_activities
+
+    def room_for_entities(self) -> bool:
+        return self.max_entities <= 0 or len(self.entity_leases) < self.max_entities
 
     def send(self, item: bytes | None) -> None:
         self.queue.put_nowait(item)
@@ -121,9 +131,12 @@ class Dispatcher:
         self.hubs: list[HubState] = []
         self._pump_scheduled = False
         self.dispatched = 0
+        self.entities = EntityDispatch(self)
 
     def _token(self) -> str:
         return f"{self._boot}-{next(self._counter)}"
+
+    new_token = _token
 
     # -- readiness
 
@@ -178,6 +191,8 @@ class Dispatcher:
                     self._hand_out(hub, hub.ready, ORCHESTRATION, now)
                 if hub.ready_activities:
                     self._hand_out(hub, hub.ready_activities, ACTIVITY, now)
+                if hub.ready_entities:
+                    self.entities.hand_out(hub, now)
 
     def _hand_out(self, hub: HubState, queue: deque[_Item], kind: str, now: float) -> None:
         skipped: list[_Item] = []
@@ -338,6 +353,7 @@ class Dispatcher:
             self.release_orchestration(hub, orchestration, backoff=False)
         for activity in list(stream.activity_leases.values()):
             self.release_activity(hub, activity, backoff=False)
+        held += self.entities.close_stream(stream)
         logger.info("worker disconnected: %r; %d work item(s) it held are queued again", stream, held)
 
     def expire(self, now: float) -> None:
@@ -349,6 +365,7 @@ class Dispatcher:
             logger.warning("lease on activity %r of %r expired; redelivering", activity.activity.record.name,
                            activity.activity.record.instance_id)
             self.release_activity(activity.hub, activity, backoff=False)
+        self.entities.expire(now)
 
     def ping(self, interval: float, now: float) -> None:
         """Send a health ping on every stream that has been quiet for ``interval`` seconds."""

@@ -17,8 +17,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from durabletask.emulator import commands, episode, queries, rewind, wire
+from durabletask.emulator import commands, entities, entity_queries, episode, queries, rewind, wire
 from durabletask.emulator.dispatch import Dispatcher, WorkerStream
+from durabletask.emulator.entity_state import load_entities
 from durabletask.emulator.errors import EmulatorError, InvalidArgument, NotFound, Unavailable
 from durabletask.emulator.state import Activity, HubState, Instance, Waiter
 from durabletask.emulator.store.base import PENDING, Message, Store, history_in_memory
@@ -87,12 +88,15 @@ class Engine:
                 owner = hub.instances.get(activity_record.instance_id)
                 if owner is not None:
                     owner.activity_ids.add(activity_record.id)
+            load_entities(hub, snapshot.entities, snapshot.messages)
             self.hubs[name] = hub
             self.dispatcher.hubs.append(hub)
             for instance in hub.instances.values():
                 self.dispatcher.touch(hub, instance, now)
             for activity in hub.activities.values():
                 self.dispatcher.queue_activity(hub, activity)
+            for entity in hub.entities.values():
+                self.dispatcher.entities.touch(hub, entity, now)
             logger.info("task hub %r: %d instance(s), %d pending message(s), %d activit(ies) loaded", name,
                         len(hub.instances), len(snapshot.messages), len(hub.activities))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
@@ -170,6 +174,9 @@ class Engine:
             dispatcher.touch(hub, instance, tx.now)
         for activity in tx.activities:
             dispatcher.queue_activity(hub, activity)
+        if tx.entities:
+            for entity in tx.entities:
+                dispatcher.entities.touch(hub, entity, tx.now)
         if not tx.batch:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             future.set_result(None)
@@ -213,11 +220,14 @@ class Engine:
             hub.activities[activity_record.id] = Activity(record=activity_record)
             if activity_record.instance_id in hub.instances:
                 hub.instances[activity_record.instance_id].activity_ids.add(activity_record.id)
+        load_entities(hub, snapshot.entities, snapshot.messages)
         now = wire.now()
         for instance in hub.instances.values():
             self.dispatcher.touch(hub, instance, now)
         for activity in hub.activities.values():
             self.dispatcher.queue_activity(hub, activity)
+        for entity in hub.entities.values():
+            self.dispatcher.entities.touch(hub, entity, now)
 
     def _discard(self, hub: HubState, messages: list[Message]) -> None:
         tx = Tx(self, hub, wire.now())
@@ -427,3 +437,51 @@ class Engine:
         lease = self.dispatcher.find_activity(token, "", 0) if token else None
         if lease is not None and lease.hub is hub:
             self.dispatcher.release_activity(hub, lease, backoff=True)
+
+    # -- entities
+
+    async def signal_entity(self, hub: HubState, request: pb.SignalEntityRequest) -> None:
+        await self._run(hub, entities.signal_entity, request)
+
+    async def get_entity(self, hub: HubState, request: pb.GetEntityRequest) -> pb.GetEntityResponse:
+        await self.runner.flush()
+        return entity_queries.get_entity(hub, request)
+
+    async def query_entities(self, hub: HubState, query: pb.EntityQuery) -> pb.QueryEntitiesResponse:
+        await self.runner.flush()
+        return entity_queries.query_entities(hub, query)
+
+    async def clean_entity_storage(self, hub: HubState,
+                                   request: pb.CleanEntityStorageRequest) -> pb.CleanEntityStorageResponse:
+        removed, released = await self._run(hub, entities.clean_storage, request)
+        return pb.CleanEntityStorageResponse(emptyEntitiesRemoved=removed, orphanedLocksReleased=released)
+
+    async def complete_entity(self, hub: HubState, result: pb.EntityBatchResult) -> None:
+        dispatch = self.dispatcher.entities
+        lease = dispatch.find(result.completionToken)
+        if lease is None or lease.hub is not hub:
+            logger.info("ignored an entity batch result: its work item is no longer leased (token %r)",
+                        result.completionToken)
+            return
+        if result.HasField("failureDetails"):
+            # The worker could not run the batch at all: nothing changes, the batch runs again later.
+            logger.warning("the batch for entity %r failed in the worker (%s: %s); retrying it later",
+                           lease.entity.instance_id, result.failureDetails.errorType,
+                           result.failureDetails.errorMessage)
+            dispatch.release(hub, lease, backoff=True)
+            return
+        if result.requiresState:
+            dispatch.release(hub, lease, backoff=False)
+            return
+        try:
+            entities.validate_result(lease, result)
+        except InvalidArgument:
+            dispatch.release(hub, lease, backoff=True)
+            raise
+        dispatch.forget(lease)
+        await self._run(hub, entities.apply_batch, lease, result)
+
+    def abandon_entity(self, hub: HubState, token: str) -> None:
+        lease = self.dispatcher.entities.find(token)
+        if lease is not None and lease.hub is hub:
+            self.dispatcher.entities.release(hub, lease, backoff=True)

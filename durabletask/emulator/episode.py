@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from durabletask.emulator import delivery, rewind, wire
+from durabletask.emulator import delivery, entities, rewind, wire
 from durabletask.emulator.errors import InvalidArgument
 from durabletask.emulator.state import (
     EXECUTION_RESUMED,
@@ -23,7 +23,7 @@ from durabletask.emulator.state import (
     Instance,
     OrchestrationLease,
 )
-from durabletask.emulator.store.base import FAILED, PENDING, RUNNING, SUSPENDED, TERMINATED, Message
+from durabletask.emulator.store.base import PENDING, RUNNING, SUSPENDED, TERMINATED, Message
 from durabletask.emulator.tx import Tx
 from durabletask.internal import orchestrator_service_pb2 as pb
 
@@ -33,9 +33,6 @@ _TERMINAL_ACTION_STATUSES = frozenset({
     pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_TERMINATED,
     pb.ORCHESTRATION_STATUS_CANCELED,
 })
-_ENTITIES_UNSUPPORTED = (
-    "this orchestration uses durable entities, which the durabletask emulator does not support yet"
-)
 
 
 def opt(message: Any, name: str) -> Any:
@@ -71,6 +68,8 @@ def validate(instance_id: str, lease: OrchestrationLease, actions: list[pb.Orche
                 raise InvalidArgument(
                     f"{where}: completeOrchestration with status {pb.OrchestrationStatus.Name(status)}; expected "
                     "COMPLETED, FAILED, TERMINATED, CANCELED or CONTINUED_AS_NEW")
+        elif kind == "sendEntityMessage":
+            entities.validate_action(action)
         elif kind == "rewindOrchestration":
             completions += 1
             if not any(e.HasField("executionStarted") for e in action.rewindOrchestration.newHistory):
@@ -109,19 +108,12 @@ def apply_episode(tx: Tx, lease: OrchestrationLease, actions: list[pb.Orchestrat
 
     completion: pb.OrchestratorAction | None = None
     ordinary: list[pb.OrchestratorAction] = []
-    entity_actions = False
     for action in actions:
         kind = action.WhichOneof("orchestratorActionType")
         if kind in ("completeOrchestration", "rewindOrchestration"):
             completion = action
-        elif kind == "sendEntityMessage":
-            entity_actions = True
         else:
             ordinary.append(action)
-    if entity_actions:
-        # Fail loudly rather than leave the orchestration waiting for an entity forever.
-        _fail(tx, instance, history, wire.failure("NotSupportedError", _ENTITIES_UNSUPPORTED))
-        return
 
     continues = (completion is not None and completion.HasField("completeOrchestration")
                  and completion.completeOrchestration.orchestrationStatus == pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW)
@@ -138,6 +130,8 @@ def apply_episode(tx: Tx, lease: OrchestrationLease, actions: list[pb.Orchestrat
         rewind.apply_rewind_action(tx, instance, list(completion.rewindOrchestration.newHistory))
     elif continues:
         _continue_as_new(tx, instance, completion.completeOrchestration)
+        if tx.hub.lock_owners:
+            entities.release_locks_of(tx, instance.instance_id)
     else:
         complete = completion.completeOrchestration
         history.append(wire.event_bytes(now, completion.id, executionCompleted=pb.ExecutionCompletedEvent(
@@ -147,6 +141,8 @@ def apply_episode(tx: Tx, lease: OrchestrationLease, actions: list[pb.Orchestrat
         tx.append_history(instance, history)
         output = complete.result.value if complete.HasField("result") else None
         delivery.finish(tx, instance, complete.orchestrationStatus, output, opt(complete, "failureDetails"))
+        if tx.hub.lock_owners:
+            entities.release_locks_of(tx, instance.instance_id)
         if complete.orchestrationStatus == TERMINATED and terminate_event is not None and terminate_event.recurse:
             _terminate_children(tx, instance, opt(terminate_event, "input"))
 
@@ -204,8 +200,8 @@ def _apply_action(tx: Tx, instance: Instance, action: pb.OrchestratorAction, *, 
         send = action.sendEvent
         target = send.instance.instanceId
         if target.startswith("@"):
-            logger.warning("instance %r sent event %r to entity %r; entities are not supported yet",
-                           record.instance_id, send.name, target)
+            logger.warning("instance %r sent event %r to entity %r: the legacy (event-based) entity protocol is "
+                           "not supported; dropped", record.instance_id, send.name, target)
         else:
             delivery.deliver(tx, target, "eventRaised", wire.event_bytes(now, eventRaised=pb.EventRaisedEvent(
                 name=send.name, input=opt(send, "data"))))
@@ -218,6 +214,8 @@ def _apply_action(tx: Tx, instance: Instance, action: pb.OrchestratorAction, *, 
             delivery.terminate(tx, target_instance, term.reason.value if term.HasField("reason") else None,
                                term.recurse)
         return None
+    if kind == "sendEntityMessage":
+        return entities.send_from_orchestration(tx, instance, action, skip_outbound=skip_outbound)
     raise InvalidArgument(f"action {action.id} has unsupported type {kind!r}")  # pragma: no cover
 
 
@@ -282,14 +280,6 @@ def _continue_as_new(tx: Tx, instance: Instance, complete: pb.CompleteOrchestrat
     for message in kept:
         tx.send(instance, message.kind, message.event, visible_at=message.visible_at)
     tx.save(instance)
-
-
-def _fail(tx: Tx, instance: Instance, history: list[bytes], failure: pb.TaskFailureDetails) -> None:
-    history.append(wire.event_bytes(tx.now, executionCompleted=pb.ExecutionCompletedEvent(
-        orchestrationStatus=pb.ORCHESTRATION_STATUS_FAILED, failureDetails=failure)))
-    history.append(wire.orchestrator_completed(tx.now))
-    tx.append_history(instance, history)
-    delivery.finish(tx, instance, FAILED, None, failure)
 
 
 def _terminate_children(tx: Tx, instance: Instance, output: Any) -> None:

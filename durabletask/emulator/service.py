@@ -26,7 +26,6 @@ logger = logging.getLogger("durabletask.emulator.service")
 
 SERVICE_NAME = "TaskHubSidecarService"
 HISTORY_CHUNK_EVENTS = 200
-_ENTITIES = "durable entities are not supported by the durabletask emulator yet"
 
 
 def _serialize(message: Any) -> bytes:
@@ -201,13 +200,34 @@ class Service:
         await self._unary(context, _noop)
         return pb.AckPurgedPayloadsResponse()
 
-    # -- not supported (yet)
+    # -- entities
 
-    async def _entities(self, request: Any, context: Any) -> Any:
-        await self._unary(context, _no_entities)
+    async def SignalEntity(self, request: pb.SignalEntityRequest, context: Any) -> pb.SignalEntityResponse:
+        await self._unary(context, lambda hub: self.engine.signal_entity(hub, request))
+        return pb.SignalEntityResponse()
 
-    SignalEntity = GetEntity = QueryEntities = CleanEntityStorage = _entities
-    CompleteEntityTask = AbandonTaskEntityWorkItem = _entities
+    async def GetEntity(self, request: pb.GetEntityRequest, context: Any) -> pb.GetEntityResponse:
+        return await self._unary(context, lambda hub: self.engine.get_entity(hub, request))  # type: ignore[no-any-return]
+
+    async def QueryEntities(self, request: pb.QueryEntitiesRequest, context: Any) -> pb.QueryEntitiesResponse:
+        return await self._unary(  # type: ignore[no-any-return]
+            context, lambda hub: self.engine.query_entities(hub, request.query))
+
+    async def CleanEntityStorage(self, request: pb.CleanEntityStorageRequest,
+                                 context: Any) -> pb.CleanEntityStorageResponse:
+        return await self._unary(  # type: ignore[no-any-return]
+            context, lambda hub: self.engine.clean_entity_storage(hub, request))
+
+    async def CompleteEntityTask(self, request: pb.EntityBatchResult, context: Any) -> pb.CompleteTaskResponse:
+        await self._unary(context, lambda hub: self.engine.complete_entity(hub, request))
+        return pb.CompleteTaskResponse()
+
+    async def AbandonTaskEntityWorkItem(self, request: pb.AbandonEntityTaskRequest,
+                                        context: Any) -> pb.AbandonEntityTaskResponse:
+        await self._unary(context, lambda hub: _sync(self.engine.abandon_entity, hub, request.completionToken))
+        return pb.AbandonEntityTaskResponse()
+
+    # -- not supported
 
     async def SkipGracefulOrchestrationTerminations(self, request: Any, context: Any) -> Any:
         await self._unary(context, _no_skip)
@@ -248,10 +268,6 @@ async def _same(hub: HubState) -> HubState:
 
 async def _sync(function: Callable[..., None], *args: Any) -> None:
     function(*args)
-
-
-async def _no_entities(hub: HubState) -> None:
-    raise Unimplemented(_ENTITIES)
 
 
 async def _no_skip(hub: HubState) -> None:

@@ -19,6 +19,7 @@ from durabletask.emulator.store.base import SUSPENDED, ActivityRecord, InstanceR
 
 if TYPE_CHECKING:
     from durabletask.emulator.dispatch import WorkerStream
+    from durabletask.emulator.entity_state import Entity
     from durabletask.internal import orchestrator_service_pb2 as pb
 
 # Message kinds with special dispatch rules.
@@ -214,6 +215,11 @@ class HubState:
         self.activities: dict[int, Activity] = {}
         self.ready: deque[Instance] = deque()
         self.ready_activities: deque[Activity] = deque()
+        self.entities: dict[str, Entity] = {}
+        """Entities with state, a lock, queued messages or a batch in flight."""
+        self.ready_entities: deque[Entity] = deque()
+        self.lock_owners: dict[str, set[str]] = {}
+        """Orchestration instance id -> ids of the entities it holds locked."""
         self.streams: list[WorkerStream] = []
         self.round_robin = 0
 

@@ -18,6 +18,7 @@ from durabletask.emulator.store.base import ActivityRecord, Batch, InstanceRecor
 
 if TYPE_CHECKING:
     from durabletask.emulator.engine import Engine
+    from durabletask.emulator.entity_state import Entity
 
 logger = logging.getLogger("durabletask.emulator.engine")
 
@@ -25,7 +26,7 @@ logger = logging.getLogger("durabletask.emulator.engine")
 class Tx:
     """Changes to one hub that commit together. See the module docstring."""
 
-    __slots__ = ("activities", "batch", "changed", "engine", "hub", "now", "touched")
+    __slots__ = ("activities", "batch", "changed", "engine", "entities", "hub", "now", "touched")
 
     def __init__(self, engine: Engine, hub: HubState, now: float) -> None:
         self.engine = engine
@@ -38,6 +39,8 @@ class Tx:
         """New activities to queue for dispatch."""
         self.changed: set[str] = set()
         """Ids of instances whose record changed (their waiters are woken after the commit)."""
+        self.entities: list[Entity] | None = None
+        """Entities whose readiness may have changed (None until a rule touches one)."""
 
     # -- instances
 
@@ -116,6 +119,13 @@ class Tx:
         if instance.inbox:
             self.consume(instance.inbox)
             instance.inbox = []
+
+    def touch_entity(self, entity: Entity) -> None:
+        """Re-evaluate an entity's readiness after the commit."""
+        if self.entities is None:
+            self.entities = [entity]
+        elif entity not in self.entities:
+            self.entities.append(entity)
 
     # -- activities
 

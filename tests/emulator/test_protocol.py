@@ -331,7 +331,9 @@ def test_bad_requests_get_clear_status_codes() -> None:
         bad_token = pb.QueryInstancesRequest(query=pb.InstanceQuery(continuationToken=sv("garbage")))
         assert code(lambda: h.stub.QueryInstances(bad_token))[0] == grpc.StatusCode.INVALID_ARGUMENT
         assert code(lambda: h.stub.SignalEntity(pb.SignalEntityRequest(instanceId="@e@k")))[0] == \
-            grpc.StatusCode.UNIMPLEMENTED
+            grpc.StatusCode.INVALID_ARGUMENT  # no operation name
+        status, message = code(lambda: h.stub.SignalEntity(pb.SignalEntityRequest(instanceId="@nokey", name="x")))
+        assert status == grpc.StatusCode.INVALID_ARGUMENT and "@nokey" in message and "@name@key" in message
         status, message = code(lambda: h.stub.GetInstance(pb.GetInstanceRequest(instanceId=iid),
                                                           metadata=[("taskhub", "elsewhere")]))
         assert status == grpc.StatusCode.NOT_FOUND and "elsewhere" in message and "--taskhubs" in message

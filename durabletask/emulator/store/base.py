@@ -8,7 +8,7 @@ of an instance whose history the engine dropped from memory (finished instances)
 
 Keeping the interface this small keeps the rules out of the stores: a store never decides
 anything, so the SQLite and the memory implementations cannot disagree on behaviour, and another
-backend (or an entity table later) is a matter of a few more row types.
+backend is a matter of a few more row types.
 
 Every method of a store is called from one thread at a time (the SQLite store runs on its own
 writer thread; see :mod:`durabletask.emulator.store.runner`).
@@ -118,6 +118,10 @@ class Message:
     one execution (timer firings, activity and sub-orchestration results) carry its
     ``execution_id``; they are dropped if the instance has moved on to another execution. An empty
     ``event`` is a wake-up: it makes the instance run an episode without adding an event.
+
+    An entity's queue is made of messages too (``instance_id`` ``@name@key``, ``kind`` one of the
+    ``entity*`` events); for those, ``execution_id`` is the execution of the orchestration that
+    sent a lock request, and ``visible_at`` is when a scheduled signal is due.
     """
 
     id: int
@@ -160,6 +164,43 @@ class ActivityRecord:
     def from_row(cls, row: Sequence[Any]) -> ActivityRecord:
         return cls(id=row[0], hub=row[1], instance_id=row[2], execution_id=row[3], task_id=row[4], name=row[5],
                    version=row[6], request=bytes(row[7]))
+
+
+@dataclass(slots=True)
+class EntityRecord:
+    """The row of one durable entity: its state and its lock. Its queued operations are messages.
+
+    A row exists while the entity has state or is locked; an entity with neither (and nothing
+    queued) does not exist.
+    """
+
+    hub: str
+    instance_id: str
+    """``@name@key``."""
+    state: str | None
+    """The serialized state; None when the entity has none."""
+    last_modified: float
+    locked_by: str | None = None
+    """The instance id of the orchestration holding the entity's lock."""
+    lock_execution_id: str | None = None
+    """The execution of that orchestration that asked for the lock."""
+    critical_section_id: str | None = None
+
+    def row(self) -> tuple[object, ...]:
+        return (self.hub, self.instance_id, self.state, self.last_modified, self.locked_by, self.lock_execution_id,
+                self.critical_section_id)
+
+    def snapshot(self) -> EntityRecord:
+        return EntityRecord(*self.row())  # type: ignore[arg-type]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> EntityRecord:
+        return cls(hub=row[0], instance_id=row[1], state=row[2], last_modified=row[3], locked_by=row[4],
+                   lock_execution_id=row[5], critical_section_id=row[6])
+
+
+ENTITY_COLUMNS = ("hub", "instance_id", "state", "last_modified", "locked_by", "lock_execution_id",
+                  "critical_section_id")
 
 
 # Row operations of a batch. Messages and activities are never changed once created, so a batch can
@@ -206,8 +247,19 @@ class DeleteActivity(NamedTuple):
     activity_id: int
 
 
+class PutEntity(NamedTuple):
+    record: EntityRecord
+
+
+class DeleteEntity(NamedTuple):
+    """Delete an entity's row (its messages are deleted one by one, as they are consumed)."""
+
+    hub: str
+    instance_id: str
+
+
 Op = Union[PutInstance, DeleteInstance, AppendHistory, ClearHistory, PutMessage, DeleteMessages, PutActivity,
-           DeleteActivity]
+           DeleteActivity, PutEntity, DeleteEntity]
 
 
 class Batch:
@@ -250,6 +302,12 @@ class Batch:
     def delete_activity(self, activity_id: int) -> None:
         self.ops.append(DeleteActivity(activity_id))
 
+    def put_entity(self, record: EntityRecord) -> None:
+        self.ops.append(PutEntity(record.snapshot()))
+
+    def delete_entity(self, hub: str, instance_id: str) -> None:
+        self.ops.append(DeleteEntity(hub, instance_id))
+
 
 @dataclass
 class HubSnapshot:
@@ -262,6 +320,8 @@ class HubSnapshot:
     """Every inbox message, ordered by id."""
     activities: list[ActivityRecord] = field(default_factory=list)
     """Every activity not yet completed, ordered by id."""
+    entities: list[EntityRecord] = field(default_factory=list)
+    """Every entity row (entities with state or a lock); their queues are among ``messages``."""
 
 
 class Store(abc.ABC):

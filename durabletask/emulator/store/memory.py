@@ -14,13 +14,16 @@ from durabletask.emulator.store.base import (
     Batch,
     ClearHistory,
     DeleteActivity,
+    DeleteEntity,
     DeleteInstance,
     DeleteMessages,
+    EntityRecord,
     HubSnapshot,
     InstanceRecord,
     Message,
     Op,
     PutActivity,
+    PutEntity,
     PutInstance,
     PutMessage,
     Store,
@@ -40,6 +43,7 @@ class MemoryStore(Store):
         self._histories: dict[Key, list[bytes]] = {}
         self._messages: dict[int, Message] = {}
         self._activities: dict[int, ActivityRecord] = {}
+        self._entities: dict[Key, EntityRecord] = {}
 
     def open(self) -> None:
         pass
@@ -57,6 +61,7 @@ class MemoryStore(Store):
                 snapshot.histories[instance_id] = list(self._histories.get((hub, instance_id), ()))
         snapshot.messages = [m for _, m in sorted(self._messages.items()) if m.hub == hub]
         snapshot.activities = [a for _, a in sorted(self._activities.items()) if a.hub == hub]
+        snapshot.entities = [e.snapshot() for (row_hub, _), e in sorted(self._entities.items()) if row_hub == hub]
         return snapshot
 
     def read_history(self, hub: str, instance_id: str) -> list[bytes]:
@@ -117,6 +122,10 @@ class MemoryStore(Store):
             self._activities[op.activity.id] = op.activity
         elif isinstance(op, DeleteActivity):
             self._activities.pop(op.activity_id, None)
+        elif isinstance(op, PutEntity):
+            self._entities[(op.record.hub, op.record.instance_id)] = op.record
+        elif isinstance(op, DeleteEntity):
+            self._entities.pop((op.hub, op.instance_id), None)
         else:
             key = (op.hub, op.instance_id)
             self._instances.pop(key, None)

@@ -19,18 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from durabletask.emulator.store.base import (
+    ENTITY_COLUMNS,
     INSTANCE_COLUMNS,
     ActivityRecord,
     AppendHistory,
     Batch,
     ClearHistory,
     DeleteActivity,
+    DeleteEntity,
     DeleteInstance,
     DeleteMessages,
+    EntityRecord,
     HubSnapshot,
     InstanceRecord,
     Message,
     PutActivity,
+    PutEntity,
     PutInstance,
     PutMessage,
     Store,
@@ -97,6 +101,16 @@ CREATE TABLE IF NOT EXISTS activities (
     request BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS activities_by_instance ON activities (hub, instance_id);
+CREATE TABLE IF NOT EXISTS entities (
+    hub TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    state TEXT,
+    last_modified REAL NOT NULL,
+    locked_by TEXT,
+    lock_execution_id TEXT,
+    critical_section_id TEXT,
+    PRIMARY KEY (hub, instance_id)
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
 """
 
@@ -115,6 +129,10 @@ _PUT_ACTIVITY = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _DELETE_ACTIVITY = "DELETE FROM activities WHERE id = ?"
+_PUT_ENTITY = (
+    f"INSERT OR REPLACE INTO entities ({', '.join(ENTITY_COLUMNS)}) VALUES ({', '.join('?' for _ in ENTITY_COLUMNS)})"
+)
+_DELETE_ENTITY = "DELETE FROM entities WHERE hub = ? AND instance_id = ?"
 _DELETE_INSTANCE = (
     "DELETE FROM instances WHERE hub = ?1 AND instance_id = ?2",
     "DELETE FROM history WHERE hub = ?1 AND instance_id = ?2",
@@ -205,6 +223,10 @@ class SqliteStore(Store):
                 "SELECT id, hub, instance_id, execution_id, task_id, name, version, request FROM activities "
                 "WHERE hub = ? ORDER BY id", (hub,))
         ]
+        snapshot.entities = [
+            EntityRecord.from_row(row) for row in db.execute(
+                f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entities WHERE hub = ? ORDER BY instance_id", (hub,))
+        ]
         return snapshot
 
     def read_history(self, hub: str, instance_id: str) -> list[bytes]:
@@ -264,5 +286,9 @@ class SqliteStore(Store):
             elif isinstance(op, DeleteInstance):
                 for statement in _DELETE_INSTANCE:
                     db.execute(statement, (op.hub, op.instance_id))
+            elif isinstance(op, PutEntity):
+                db.execute(_PUT_ENTITY, op.record.row())
+            elif isinstance(op, DeleteEntity):
+                db.execute(_DELETE_ENTITY, (op.hub, op.instance_id))
             else:  # pragma: no cover - a programming error in the engine
                 raise TypeError(f"unknown store operation {op!r}")
