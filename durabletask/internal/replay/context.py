@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from types import CoroutineType, GeneratorType
 from typing import Any, cast
 
+from durabletask.entities.entity_instance_id import EntityInstanceId, as_entity_id
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import type_discovery
 from durabletask.internal.contexts import OrchestrationContext, get_name
@@ -29,6 +30,7 @@ from durabletask.internal.failures import (
 )
 from durabletask.internal.registry import Registry, not_registered_message
 from durabletask.internal.replay import actions as act
+from durabletask.internal.replay import entities as ent
 from durabletask.internal.retry import RetryPolicy
 from durabletask.internal.tasks import (
     CancellableTask,
@@ -124,6 +126,8 @@ class ReplayContext(OrchestrationContext):
         # Rewind (client-side flow): history ends in ExecutionCompleted and ExecutionRewound arrives.
         self.saw_execution_completed = False
         self.rewind_requested = False
+        # Entity calls and the critical section, created on first use.
+        self._entity_calls: ent.EntityCalls | None = None
 
     # ----------------------------------------------------------------- clock and identity
 
@@ -358,6 +362,67 @@ class ReplayContext(OrchestrationContext):
         seq = self.next_sequence()
         self.pending_actions[seq] = act.SendEvent(seq, instance_id, event_name, data, self._encoder())
 
+    # ----------------------------------------------------------------- entities
+
+    def entity_calls(self) -> ent.EntityCalls:
+        calls = self._entity_calls
+        if calls is None:
+            calls = self._entity_calls = ent.EntityCalls()
+        return calls
+
+    def call_entity(self, entity: EntityInstanceId, operation: str, input: Any = None, *,
+                    return_type: type | None = None) -> CompletableTask[Any]:
+        seq = self.next_sequence()
+        target = as_entity_id(entity, "call_entity()'s entity")
+        calls = self.entity_calls()
+        calls.check_call(target)
+        request_id = self.new_uuid()
+        self.pending_actions[seq] = ent.CallEntity(seq, str(target), operation, input, self._encoder(), request_id,
+                                                   self._instance_id)
+        task: CompletableTask[Any] = CompletableTask(return_type)
+        self.pending_tasks[seq] = task
+        calls.calls[request_id] = (seq, target, operation)
+        return task
+
+    def signal_entity(self, entity_id: EntityInstanceId, operation_name: str, input: Any = None,
+                      signal_time: datetime | None = None) -> None:
+        seq = self.next_sequence()
+        target = as_entity_id(entity_id, "signal_entity()'s entity_id")
+        self.entity_calls().check_signal(target)
+        self.pending_actions[seq] = ent.SignalEntity(seq, str(target), operation_name, input, self._encoder(),
+                                                     self.new_uuid(), signal_time)
+
+    def lock_entities(self, entities: list[EntityInstanceId]) -> CompletableTask[Any]:
+        seq = self.next_sequence()
+        calls = self.entity_calls()
+        calls.check_lock()
+        section_id = self.new_uuid()
+        targets = [as_entity_id(e, "each of lock_entities()'s entities") for e in entities]
+        if not targets:
+            raise ValueError("lock_entities() needs at least one entity to lock")
+        lock_set = calls.enter(section_id, targets)
+        self.pending_actions[seq] = ent.LockEntities(seq, section_id, [str(e) for e in lock_set], self._instance_id)
+        task: CompletableTask[Any] = CompletableTask()
+        self.pending_tasks[seq] = task
+        calls.lock_requests[section_id] = seq
+        return task
+
+    def _exit_critical_section(self) -> None:
+        calls = self._entity_calls
+        if calls is None or calls.section_id is None:
+            return
+        section_id, locks = calls.section_id, calls.locks
+        calls.section_id, calls.locks, calls.available, calls.pending_grant = None, [], [], False
+        for entity in locks:
+            seq = self.next_sequence()
+            self.pending_actions[seq] = ent.UnlockEntity(seq, section_id, str(entity), self._instance_id)
+
+    def _release_locks(self) -> None:
+        """Locks must not outlive the orchestration: release them before it ends."""
+        calls = self._entity_calls
+        if calls is not None and calls.section_id is not None:
+            self._exit_critical_section()
+
     def _decode(self, raw: str | None, target: type | None) -> Any:
         return self._converter.deserialize(raw, target) if raw else None
 
@@ -446,6 +511,7 @@ class ReplayContext(OrchestrationContext):
         except Exception as ex:
             self.fail(ex)
             return
+        self._release_locks()
         self.encoded_result = encoded
         self.status = COMPLETED
         self.completion_id = self.next_sequence()
@@ -455,6 +521,7 @@ class ReplayContext(OrchestrationContext):
         self._generator = None
         if self.status is not None and self.status != CONTINUED_AS_NEW:
             return
+        self._release_locks()
         self.failure = failure_details_to_proto(ex)
         self.encoded_result = None
         self.status = FAILED
@@ -466,12 +533,19 @@ class ReplayContext(OrchestrationContext):
         self.status = TERMINATED
         self.encoded_result = encoded_output
         self.failure = None
-        self.pending_actions.clear()
+        if self._entity_calls is None:
+            self.pending_actions.clear()
+        else:  # releases of entity locks must still go out, or the entities stay locked
+            unlocks = {k: a for k, a in self.pending_actions.items() if a.kind == ent.UNLOCK_SENT}
+            self.pending_actions.clear()
+            self.pending_actions.update(unlocks)
+            self._release_locks()
         self.completion_id = self.next_sequence()
 
     def continue_as_new(self, new_input: Any, *, save_events: bool = False, new_version: str | None = None) -> None:
         if self.status is not None:
             return
+        self._release_locks()
         self.status = CONTINUED_AS_NEW
         self._new_input = new_input
         self._save_events = save_events

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from durabletask.internal.replay import nondeterminism
+from durabletask.internal.replay import entities, nondeterminism
 from durabletask.internal.replay.actions import from_timestamp
 from durabletask.internal.replay.context import Handler, ReplayContext
 from durabletask.internal.tasks import TimerTask
@@ -67,6 +67,11 @@ def _timer_created(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
 def _event_sent(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
     sent = event.eventSent
     recorded = f"send_event('{sent.instanceId}', '{sent.name}')"
+    action = ctx.pending_actions.get(event.eventId)
+    if action is not None and action.kind in _ENTITY_ACTIONS:
+        del ctx.pending_actions[event.eventId]
+        entities.legacy_event_sent(ctx, event, action)
+        return
     action = _confirm(ctx, event, "sendEvent", recorded, None)
     if action.instance_id != sent.instanceId or action.name.casefold() != sent.name.casefold():
         raise nondeterminism.mismatch(event.eventId, recorded, action)
@@ -138,6 +143,9 @@ def _timer_fired(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
 
 def _event_raised(ctx: ReplayContext, event: pb.HistoryEvent) -> None:
     raised = event.eventRaised
+    if ctx._entity_calls is not None and entities.legacy_event_raised(
+            ctx, raised.name, raised.input.value if raised.HasField("input") else None):
+        return
     ctx.event_raised(raised.name, raised.input.value if raised.HasField("input") else None)
 
 
@@ -203,6 +211,7 @@ HANDLERS: dict[str | None, Handler | None] = {
     "genericEvent": None,
     "historyState": None,
     "continueAsNew": None,
+    **entities.HANDLERS,
 }
 """Event kind -> handler. None marks informational kinds that need no action (the worker's own
 completion markers, rewind markers, DTFx-internal state); kinds not listed at all (future kinds)
@@ -214,7 +223,9 @@ are ignored with a debug log."""
 _NOT_SUSPENDABLE = frozenset({
     "executionResumed", "executionTerminated", "executionSuspended",  # a second suspend changes nothing
     "taskScheduled", "timerCreated", "subOrchestrationInstanceCreated", "eventSent",
+    entities.CALLED, entities.SIGNALED, entities.LOCK_REQUESTED, entities.UNLOCK_SENT,
 })
+_ENTITY_ACTIONS = frozenset({entities.CALLED, entities.SIGNALED, entities.LOCK_REQUESTED, entities.UNLOCK_SENT})
 
 
 def apply_events(ctx: ReplayContext, events: Iterable[pb.HistoryEvent]) -> None:
