@@ -15,10 +15,13 @@ import grpc
 import grpc.aio
 
 from durabletask import history
+from durabletask.entities import EntityInstanceId, EntityMetadata
 from durabletask.grpc_options import GrpcChannelOptions, GrpcClientResiliencyOptions
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.client import ops
 from durabletask.internal.client.models import (
+    CleanEntityStorageResult,
+    EntityQuery,
     OrchestrationFailedError,
     OrchestrationQuery,
     OrchestrationState,
@@ -33,7 +36,9 @@ from durabletask.serialization import DEFAULT_DATA_CONVERTER, DataConverter
 
 __all__ = [
     "AsyncTaskHubGrpcClient",
+    "CleanEntityStorageResult",
     "DurableTaskClient",
+    "EntityQuery",
     "OrchestrationFailedError",
     "OrchestrationQuery",
     "OrchestrationState",
@@ -227,6 +232,39 @@ class TaskHubGrpcClient(_ClientBase):
         return self._run(ops.purge_orchestrations_by(created_time_from, created_time_to, runtime_status,
                                                      recursive, timeout))
 
+    # ----------------------------------------------------------------- entities
+
+    def signal_entity(self, entity_instance_id: EntityInstanceId, operation_name: str, input: Any | None = None,
+                      signal_time: datetime | None = None) -> None:
+        """Send a one-way operation to an entity (it is created if it does not exist).
+
+        Args:
+            entity_instance_id: The entity (an `EntityInstanceId`, or its ``@name@key`` string).
+            operation_name: The operation to run.
+            input: The operation's input.
+            signal_time: Run no earlier than this (UTC; naive means UTC).
+        """
+        self._run(ops.signal_entity(self._converter, entity_instance_id, operation_name, input, signal_time))
+
+    def get_entity(self, entity_instance_id: EntityInstanceId, include_state: bool = True) -> EntityMetadata | None:
+        """The entity's metadata (and state, if ``include_state``), or None if it does not exist."""
+        return self._run(ops.get_entity(self._converter, entity_instance_id, include_state))
+
+    def get_all_entities(self, entity_query: EntityQuery | None = None) -> list[EntityMetadata]:
+        """Every entity matching the query (all pages)."""
+        return self._run(ops.query_all_entities(self._converter, entity_query or EntityQuery()))
+
+    def query_entities(self, entity_query: EntityQuery | None = None, *,
+                       continuation_token: str | None = None) -> Page[EntityMetadata]:
+        """One page of entities matching the query; pass the page's token back for the next."""
+        return self._run(ops.query_entities_page(self._converter, entity_query or EntityQuery(), continuation_token))
+
+    def clean_entity_storage(self, remove_empty_entities: bool = True,
+                             release_orphaned_locks: bool = True) -> CleanEntityStorageResult:
+        """Remove entities that have no state, no queued operations and no lock, and release locks
+        held by orchestrations that no longer run."""
+        return self._run(ops.clean_entity_storage(remove_empty_entities, release_orphaned_locks))
+
 
 DurableTaskClient = TaskHubGrpcClient
 
@@ -361,3 +399,30 @@ class AsyncTaskHubGrpcClient(_ClientBase):
         """See `TaskHubGrpcClient.purge_orchestrations_by`."""
         return await self._run(ops.purge_orchestrations_by(created_time_from, created_time_to, runtime_status,
                                                            recursive, timeout))
+
+    # ----------------------------------------------------------------- entities
+
+    async def signal_entity(self, entity_instance_id: EntityInstanceId, operation_name: str,
+                            input: Any | None = None, signal_time: datetime | None = None) -> None:
+        """See `TaskHubGrpcClient.signal_entity`."""
+        await self._run(ops.signal_entity(self._converter, entity_instance_id, operation_name, input, signal_time))
+
+    async def get_entity(self, entity_instance_id: EntityInstanceId,
+                         include_state: bool = True) -> EntityMetadata | None:
+        """See `TaskHubGrpcClient.get_entity`."""
+        return await self._run(ops.get_entity(self._converter, entity_instance_id, include_state))
+
+    async def get_all_entities(self, entity_query: EntityQuery | None = None) -> list[EntityMetadata]:
+        """See `TaskHubGrpcClient.get_all_entities`."""
+        return await self._run(ops.query_all_entities(self._converter, entity_query or EntityQuery()))
+
+    async def query_entities(self, entity_query: EntityQuery | None = None, *,
+                             continuation_token: str | None = None) -> Page[EntityMetadata]:
+        """See `TaskHubGrpcClient.query_entities`."""
+        return await self._run(ops.query_entities_page(self._converter, entity_query or EntityQuery(),
+                                                       continuation_token))
+
+    async def clean_entity_storage(self, remove_empty_entities: bool = True,
+                                   release_orphaned_locks: bool = True) -> CleanEntityStorageResult:
+        """See `TaskHubGrpcClient.clean_entity_storage`."""
+        return await self._run(ops.clean_entity_storage(remove_empty_entities, release_orphaned_locks))

@@ -133,6 +133,36 @@ class OrchestrationQuery:
 
 
 @dataclass
+class EntityQuery:
+    """Filters for querying entities.
+
+    Attributes:
+        instance_id_starts_with: Only entities whose ID starts with this (e.g. ``"@counter@"``
+            for every counter; a prefix without the leading ``@`` is taken as a name prefix).
+        last_modified_from: Only entities changed at or after this time.
+        last_modified_to: Only entities changed at or before this time.
+        include_state: Return each entity's state.
+        include_transient: Also return entities without state that have queued operations or a lock.
+        page_size: Entities per page asked of the backend (None: the backend decides).
+    """
+
+    instance_id_starts_with: str | None = None
+    last_modified_from: datetime | None = None
+    last_modified_to: datetime | None = None
+    include_state: bool = True
+    include_transient: bool = False
+    page_size: int | None = None
+
+
+@dataclass
+class CleanEntityStorageResult:
+    """What `clean_entity_storage` did."""
+
+    empty_entities_removed: int
+    orphaned_locks_released: int
+
+
+@dataclass
 class PurgeInstancesResult:
     """How many instances a purge deleted; ``is_complete`` is None when the backend does not say."""
 

@@ -11,15 +11,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
+from durabletask.entities.entity_instance_id import EntityInstanceId, as_entity_id
+from durabletask.entities.entity_metadata import EntityMetadata
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.client.models import (
+    CleanEntityStorageResult,
+    EntityQuery,
     OrchestrationQuery,
     OrchestrationState,
     OrchestrationStatus,
@@ -271,3 +275,88 @@ def purge_orchestrations_by(created_time_from: datetime | None, created_time_to:
             runtimeStatus=[s.value for s in runtime_status or ()], timeout=duration),
         recursive=recursive))
     return _purge_result(response)
+
+
+# ----------------------------------------------------------------------------- entities
+
+
+def signal_entity(converter: DataConverter, entity_instance_id: EntityInstanceId | str, operation_name: str,
+                  input: Any, signal_time: datetime | None) -> Op[None]:
+    target = as_entity_id(entity_instance_id, "entity_instance_id")
+    if not operation_name:
+        raise ValueError("operation_name must be a non-empty string")
+    return _no_result("SignalEntity", pb.SignalEntityRequest(
+        instanceId=str(target),
+        name=operation_name,
+        input=_encode(converter, input),
+        requestId=str(uuid.uuid4()),
+        scheduledTime=_ts(signal_time),
+        requestTime=_ts(datetime.now(timezone.utc)),
+    ))
+
+
+def get_entity(converter: DataConverter, entity_instance_id: EntityInstanceId | str,
+               include_state: bool) -> Op[EntityMetadata | None]:
+    target = as_entity_id(entity_instance_id, "entity_instance_id")
+    response = yield Call("GetEntity", pb.GetEntityRequest(instanceId=str(target), includeState=include_state))
+    if not response.exists:
+        return None
+    return EntityMetadata.from_entity_metadata(response.entity, include_state, converter)
+
+
+def _entity_prefix(prefix: str | None) -> str | None:
+    # Entity IDs start with '@': a bare name prefix ("counter") means the IDs "@counter...".
+    if prefix is None or prefix.startswith("@"):
+        return prefix
+    return f"@{prefix}"
+
+
+def query_entities_page(converter: DataConverter, query: EntityQuery,
+                        continuation_token: str | None) -> Op[Page[EntityMetadata]]:
+    if query.page_size is not None and query.page_size <= 0:
+        raise ValueError(f"page_size must be positive (or None), got {query.page_size}")
+    request = pb.QueryEntitiesRequest(query=pb.EntityQuery(
+        instanceIdStartsWith=_sv(_entity_prefix(query.instance_id_starts_with)),
+        lastModifiedFrom=_ts(query.last_modified_from),
+        lastModifiedTo=_ts(query.last_modified_to),
+        includeState=query.include_state,
+        includeTransient=query.include_transient,
+        pageSize=None if query.page_size is None else wrappers_pb2.Int32Value(value=query.page_size),
+        continuationToken=_sv(continuation_token),
+    ))
+    response = yield Call("QueryEntities", request)
+    items = [EntityMetadata.from_entity_metadata(e, query.include_state, converter) for e in response.entities]
+    return Page(items, _next_token(response, continuation_token))
+
+
+def _next_token(response: Any, previous: str | None) -> str | None:
+    """The token of the next page; None at the end ("0", empty, or the same token again)."""
+    token = response.continuationToken.value if response.HasField("continuationToken") else None
+    if not token or token == "0" or token == previous:
+        return None
+    return str(token)
+
+
+def query_all_entities(converter: DataConverter, query: EntityQuery) -> Op[list[EntityMetadata]]:
+    found: list[EntityMetadata] = []
+    token: str | None = None
+    while True:
+        page = yield from query_entities_page(converter, query, token)
+        found += page.items
+        if page.continuation_token is None:
+            return found
+        token = page.continuation_token
+
+
+def clean_entity_storage(remove_empty_entities: bool, release_orphaned_locks: bool) -> Op[CleanEntityStorageResult]:
+    removed = released = 0
+    token: str | None = None
+    while True:
+        response = yield Call("CleanEntityStorage", pb.CleanEntityStorageRequest(
+            continuationToken=_sv(token), removeEmptyEntities=remove_empty_entities,
+            releaseOrphanedLocks=release_orphaned_locks))
+        removed += response.emptyEntitiesRemoved
+        released += response.orphanedLocksReleased
+        token = _next_token(response, token)
+        if token is None:
+            return CleanEntityStorageResult(removed, released)
