@@ -209,6 +209,8 @@ class Engine:
         for stream in list(hub.streams):
             self.dispatcher.close_stream(stream)
         snapshot = await self.runner.call(self.runner.store.load, hub.name)
+        for stale in hub.entities.values():  # pending wake-ups must not bring the old objects back
+            stale.deleted = True
         hub.reset()
         for record in snapshot.instances:
             hub.instances[record.instance_id] = Instance(record=record,

@@ -12,6 +12,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.wrappers_pb2 import Int32Value
 
 from durabletask.emulator import Emulator
+from durabletask.emulator.store import MemoryStore
 from durabletask.internal import orchestrator_service_pb2 as pb
 from tests.emulator.harness import COMPLETED, Harness, WorkItems, finish, harness, kinds, sv
 
@@ -569,9 +570,11 @@ def test_bad_entity_requests_get_clear_status_codes() -> None:
 # -- persistence
 
 
-def test_entities_survive_a_restart_with_sqlite(tmp_path: Path) -> None:
-    db = tmp_path / "entities.db"
-    with harness(memory=False, db_path=db) as h:
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_entities_survive_a_restart(kind: str, tmp_path: Path) -> None:
+    store = MemoryStore()
+    options: dict[str, Any] = {"store": store} if kind == "memory" else {"db_path": tmp_path / "entities.db"}
+    with harness(memory=False, **options) as h:
         items = h.stream()
         with_state(h, items, A, "persisted")
         start_running(h, items, "owner", lock(1, "cs", [B], "owner"))
@@ -580,7 +583,7 @@ def test_entities_survive_a_restart_with_sqlite(tmp_path: Path) -> None:
         signal(h, A, "queued")
         signal(h, A, "scheduled", scheduledTime=ts_in(1.0))
         signal(h, B, "deferred")
-    with Emulator(db_path=db) as emulator:
+    with Emulator(**options) as emulator:
         h = Harness(emulator)
         try:
             found = entity(h, A)
