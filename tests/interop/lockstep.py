@@ -32,6 +32,7 @@ from typing import Any
 from google.protobuf import wrappers_pb2
 
 from durabletask import task
+from durabletask.entities import EntityInstanceId
 from durabletask.internal import orchestrator_service_pb2 as pb
 
 try:
@@ -306,13 +307,61 @@ def not_a_generator(ctx: Any, value: Any) -> Any:
     return {"echo": value, "id": ctx.instance_id}
 
 
+COUNTER = EntityInstanceId("counter", "k")
+
+
+def entity_calls(ctx: Any, _: Any) -> Any:
+    a = yield ctx.call_entity(COUNTER, "add", 5)
+    ctx.signal_entity(COUNTER, "add", 1)
+    ctx.signal_entity(EntityInstanceId("Audit", "x"), "log", {"a": a},
+                      signal_time=ctx.current_utc_datetime + timedelta(minutes=5))
+    none_input = yield ctx.call_entity("@counter@k", "get") if SDK == "ours" else ctx.call_entity(COUNTER, "get")
+    try:
+        yield ctx.call_entity(COUNTER, "fail", "x")
+    except task.TaskFailedError as error:
+        return [a, none_input, str(error), ctx.new_uuid()]
+    return "no failure"
+
+
+def entity_lock(ctx: Any, _: Any) -> Any:
+    b, a = EntityInstanceId("account", "b"), EntityInstanceId("Account", "a")
+    with (yield ctx.lock_entities([b, a, b])):
+        value = yield ctx.call_entity(a, "get")
+        both = yield task.when_all([ctx.call_entity(b, "add", value), ctx.call_entity(a, "add", -value)])
+    ctx.signal_entity(b, "done")
+    after = yield ctx.call_entity(b, "get")
+    return [value, both, after]
+
+
+def entity_lock_then_fail(ctx: Any, _: Any) -> Any:
+    with (yield ctx.lock_entities([COUNTER, EntityInstanceId("other", "z")])):
+        yield ctx.call_entity(COUNTER, "get")
+        raise ValueError("failing while holding locks")
+
+
+def entity_lock_returns_inside(ctx: Any, _: Any) -> Any:
+    yield ctx.lock_entities([COUNTER])
+    value = yield ctx.call_entity(COUNTER, "get")
+    return value
+
+
+def entity_lock_continue_as_new(ctx: Any, generation: Any) -> Any:
+    if generation >= 2:
+        return generation
+    with (yield ctx.lock_entities([COUNTER])):
+        yield ctx.call_entity(COUNTER, "add", 1)
+        ctx.continue_as_new(generation + 1)
+    return None
+
+
 ORCHESTRATORS = [
     chain, fan_out, when_any_timer, long_timer, retry_then_succeed, retry_none_input, retry_long_backoff,
     retry_exhausted, sub_orchestrations, sub_orchestration_retry, sub_orchestration_retry_versioned,
     external_events, send_events, continue_as_new_saved, continue_as_new_mixed_case, continue_as_new_plain,
     custom_status, new_uuids, compensation, suspend_resume, terminated, failing, fire_and_forget,
     continue_as_new_with_pending, edge_cases, suspend_edge_cases, nondeterministic,
-    not_a_generator,
+    not_a_generator, entity_calls, entity_lock, entity_lock_then_fail, entity_lock_returns_inside,
+    entity_lock_continue_as_new,
 ]
 
 # Scenario -> maximum timer interval (seconds; None disables chunking). Unlisted: 3 days, both SDKs' default.

@@ -299,6 +299,11 @@ SCENARIOS: dict[str, Scenario] = {
     "not_a_generator": Scenario("not_a_generator", input={"a": [1, 2]}),
     "unknown_orchestrator": Scenario("nobody_registered_this", status=pb.ORCHESTRATION_STATUS_FAILED,
                                      xfail=DIFF_NOT_REGISTERED),
+    "entity_calls_and_signals": Scenario("entity_calls"),
+    "entity_critical_section": Scenario("entity_lock"),
+    "entity_lock_released_on_failure": Scenario("entity_lock_then_fail", status=pb.ORCHESTRATION_STATUS_FAILED),
+    "entity_lock_released_on_return": Scenario("entity_lock_returns_inside"),
+    "entity_lock_released_on_continue_as_new": Scenario("entity_lock_continue_as_new", input=0, generations=3),
 }
 
 
@@ -338,6 +343,21 @@ def _sub_orchestration(name: str, instance_id: str, encoded: str | None,
     raise AssertionError(f"no fake sub-orchestration named {name!r}")
 
 
+def _entity_operation(target: str, operation: str, encoded: str | None, states: dict[str, int]
+                      ) -> tuple[str | None, pb.TaskFailureDetails | None]:
+    """Fake entities: every entity is a counter starting at 7; 'fail' always fails."""
+    value = json.loads(encoded) if encoded else None
+    current = states.get(target, 7)
+    if operation == "add":
+        states[target] = current + value
+        return json.dumps(states[target]), None
+    if operation == "get":
+        return json.dumps(current), None
+    if operation == "fail":
+        return None, _failure("builtins.ValueError", f"{target} refuses {value}")
+    raise AssertionError(f"no fake entity operation {operation!r}")
+
+
 def _normalized(response: pb.OrchestratorResponse) -> pb.OrchestratorResponse:
     """Remove what legitimately differs between SDKs: stack traces (they name each SDK's files)."""
     copy = pb.OrchestratorResponse()
@@ -374,6 +394,7 @@ class Backend:
         self.output: str | None = None
         self.failure: pb.TaskFailureDetails | None = None
         self.sent: list[pb.SendEventAction] = []
+        self.entity_states: dict[str, int] = {}
         self._ties = 0
 
     def _started(self, encoded_input: Any, version: str | None, *, raw: bool = False) -> pb.HistoryEvent:
@@ -463,6 +484,25 @@ class Backend:
                 self.history.append(_event(now, action.id, eventSent=pb.EventSentEvent(
                     instanceId=send.instance.instanceId, name=send.name,
                     input=send.data if send.HasField("data") else None)))
+            elif kind == "sendEntityMessage":
+                message = action.sendEntityMessage
+                which = message.WhichOneof("EntityMessageType")
+                assert which is not None
+                self.history.append(_event(now, action.id, **{which: getattr(message, which)}))
+                if which == "entityOperationCalled":
+                    call = message.entityOperationCalled
+                    output, failure = _entity_operation(call.targetInstanceId.value, call.operation,
+                                                        call.input.value if call.HasField("input") else None,
+                                                        self.entity_states)
+                    if failure is None:
+                        self._later(now, _event(now, entityOperationCompleted=pb.EntityOperationCompletedEvent(
+                            requestId=call.requestId, output=_sv(output))))
+                    else:
+                        self._later(now, _event(now, entityOperationFailed=pb.EntityOperationFailedEvent(
+                            requestId=call.requestId, failureDetails=failure)))
+                elif which == "entityLockRequested":
+                    self._later(now, _event(now, entityLockGranted=pb.EntityLockGrantedEvent(
+                        criticalSectionId=message.entityLockRequested.criticalSectionId)))
             elif kind == "completeOrchestration":
                 self._complete(action.completeOrchestration)
                 if self.status is None:  # continued as new: the history starts over

@@ -203,7 +203,8 @@ def test_lock_call_unlock_in_a_critical_section() -> None:
     assert [m.operation for m in adds] == ["add", "add"]
     last = episodes.step(completed(adds[1].requestId, 21), completed(adds[0].requestId, 9))
     assert kinds(last) == ["sendEntityMessage"] * 3 + ["completeOrchestration"]
-    unlock_a, unlock_b, after = [m for _, m in messages(last)]
+    # Released in the order the last calls completed (b's add, then a's), as the official SDK does.
+    unlock_b, unlock_a, after = [m for _, m in messages(last)]
     for unlock, target in ((unlock_a, "@counter@a"), (unlock_b, "@counter@b")):
         assert unlock.criticalSectionId == lock.criticalSectionId
         assert (unlock.targetInstanceId.value, unlock.parentInstanceId.value) == (target, INSTANCE)

@@ -207,6 +207,11 @@ class EntityCalls:
     def call_done(self, target: EntityInstanceId) -> None:
         if self.section_id is not None:
             self.available.append(target)
+            # The official SDK releases locks in the order their last calls completed (its list of
+            # available locks is its list of locks); follow that order so that the actions match.
+            if target in self.locks:
+                self.locks.remove(target)
+                self.locks.append(target)
 
 
 # ----------------------------------------------------------------------------- history events
