@@ -8,6 +8,7 @@ are accepted and ignored, so they cannot resurface after a rewind or restart.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -15,7 +16,7 @@ from durabletask.emulator import delivery, rewind, wire
 from durabletask.emulator.episode import children_of
 from durabletask.emulator.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from durabletask.emulator.state import EXECUTION_RESUMED, EXECUTION_SUSPENDED, HubState, Instance
-from durabletask.emulator.store.base import FAILED, TERMINAL_STATUSES
+from durabletask.emulator.store.base import FAILED, TERMINAL_STATUSES, TERMINATED
 from durabletask.emulator.tx import Tx
 from durabletask.internal import orchestrator_service_pb2 as pb
 
@@ -122,6 +123,44 @@ def rewind_instance(tx: Tx, request: pb.RewindInstanceRequest) -> None:
         raise FailedPrecondition(f"the history of '{record.instance_id}' is not available")
     rewind.start_rewind(tx, instance, request.reason.value if request.HasField("reason") else None,
                         parent_execution_id=None)
+
+
+def skip_graceful_terminations(tx: Tx, request: pb.SkipGracefulOrchestrationTerminationsRequest) -> list[str]:
+    """Make running orchestrations TERMINATED in storage without running them; return those left alone.
+
+    Left alone: unknown IDs, entity IDs, finished instances, and orchestrations that hold entity locks
+    (terminating those here would leave the locks with nobody to release them; use TerminateInstance).
+    The output is the reason as a JSON string. Work in flight for an instance is fenced: its worker's
+    completion will be ignored.
+    """
+    ids = list(request.instanceBatch.instanceIds)
+    if len(ids) > 500:
+        raise InvalidArgument(f"instanceBatch has {len(ids)} instance IDs; the limit is 500")
+    reason = request.reason.value if request.HasField("reason") else None
+    output = json.dumps(reason) if reason is not None else None
+    hub = tx.hub
+    left: list[str] = []
+    for instance_id in ids:
+        instance = hub.instances.get(instance_id)
+        if (instance is None or instance_id.startswith("@") or instance.record.is_terminal
+                or instance_id in hub.lock_owners or instance.history is None):
+            left.append(instance_id)
+            continue
+        lease = instance.lease
+        if lease is not None:  # fence the worker's episode; its messages are dropped with the inbox
+            tx.engine.dispatcher.forget_orchestration(lease)
+            instance.put_back(lease.messages)
+        if not instance.started:  # never ran: the usual path writes the start event too
+            delivery.terminate(tx, instance, output, False)
+            continue
+        terminated = wire.event_bytes(tx.now, executionTerminated=pb.ExecutionTerminatedEvent(
+            input=wire.string_value(output)))
+        completed = wire.event_bytes(tx.now, executionCompleted=pb.ExecutionCompletedEvent(
+            orchestrationStatus=pb.ORCHESTRATION_STATUS_TERMINATED, result=wire.string_value(output)))
+        tx.append_history(instance, [wire.orchestrator_started(tx.now), terminated, completed,
+                                     wire.orchestrator_completed(tx.now)])
+        delivery.finish(tx, instance, TERMINATED, output, None)
+    return left
 
 
 # -- purge

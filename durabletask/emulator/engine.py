@@ -440,6 +440,10 @@ class Engine:
         if lease is not None and lease.hub is hub:
             self.dispatcher.release_activity(hub, lease, backoff=True)
 
+    async def skip_graceful_terminations(self, hub: HubState,
+                                         request: pb.SkipGracefulOrchestrationTerminationsRequest) -> list[str]:
+        return await self._run(hub, commands.skip_graceful_terminations, request)
+
     # -- entities
 
     async def signal_entity(self, hub: HubState, request: pb.SignalEntityRequest) -> None:

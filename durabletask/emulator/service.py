@@ -17,7 +17,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from durabletask.emulator.engine import Engine
-from durabletask.emulator.errors import EmulatorError, Unimplemented
+from durabletask.emulator.errors import EmulatorError
 from durabletask.emulator.state import HubState
 from durabletask.emulator.wire import history_chunk
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -227,10 +227,13 @@ class Service:
         await self._unary(context, lambda hub: _sync(self.engine.abandon_entity, hub, request.completionToken))
         return pb.AbandonEntityTaskResponse()
 
-    # -- not supported
-
-    async def SkipGracefulOrchestrationTerminations(self, request: Any, context: Any) -> Any:
-        await self._unary(context, _no_skip)
+    async def SkipGracefulOrchestrationTerminations(
+            self, request: pb.SkipGracefulOrchestrationTerminationsRequest,
+            context: Any) -> pb.SkipGracefulOrchestrationTerminationsResponse:
+        async def call(hub: HubState) -> pb.SkipGracefulOrchestrationTerminationsResponse:
+            left = await self.engine.skip_graceful_terminations(hub, request)
+            return pb.SkipGracefulOrchestrationTerminationsResponse(unterminatedInstanceIds=left)
+        return await self._unary(context, call)  # type: ignore[no-any-return]
 
     def handler(self) -> grpc.GenericRpcHandler:
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -268,8 +271,3 @@ async def _same(hub: HubState) -> HubState:
 
 async def _sync(function: Callable[..., None], *args: Any) -> None:
     function(*args)
-
-
-async def _no_skip(hub: HubState) -> None:
-    raise Unimplemented("SkipGracefulOrchestrationTerminations is not supported by the durabletask emulator; "
-                        "use TerminateInstance")

@@ -562,9 +562,36 @@ def test_bad_entity_requests_get_clear_status_codes() -> None:
         batch = next_of(items, "entityRequestV2")
         status, message = code(lambda: complete_batch(h, batch, [ok(), ok()], "x"))
         assert status == grpc.StatusCode.INVALID_ARGUMENT and "1 operation" in message
-        status, _ = code(lambda: h.stub.SkipGracefulOrchestrationTerminations(
-            pb.SkipGracefulOrchestrationTerminationsRequest()))
-        assert status == grpc.StatusCode.UNIMPLEMENTED
+        too_many = pb.SkipGracefulOrchestrationTerminationsRequest(
+            instanceBatch=pb.InstanceBatch(instanceIds=[str(i) for i in range(501)]))
+        status, message = code(lambda: h.stub.SkipGracefulOrchestrationTerminations(too_many))
+        assert status == grpc.StatusCode.INVALID_ARGUMENT and "500" in message
+
+
+def test_skip_graceful_terminations_refuses_lock_holders() -> None:
+    with harness() as h:
+        items = h.stream()
+        start_running(h, items, "holder", lock(1, "cs", [A], "holder"))
+        h.complete(_orchestration_item(items, "holder"))
+        start_running(h, items, "busy")
+        h.stub.RaiseEvent(pb.RaiseEventRequest(instanceId="busy", name="e"))
+        in_flight = _orchestration_item(items, "busy")  # its worker is running an episode
+        h.start(instanceId="pending", scheduledStartTimestamp=ts_in(3600))
+        start_running(h, items, "done", finish(1, '"ok"'))
+        response = h.stub.SkipGracefulOrchestrationTerminations(pb.SkipGracefulOrchestrationTerminationsRequest(
+            instanceBatch=pb.InstanceBatch(instanceIds=["holder", "busy", "pending", "done", "nope", A]),
+            reason=sv("forced")))
+        assert sorted(response.unterminatedInstanceIds) == sorted(["holder", "done", "nope", A])
+        for instance_id in ("busy", "pending"):
+            state = h.wait(instance_id)
+            assert state.orchestrationStatus == pb.ORCHESTRATION_STATUS_TERMINATED
+            assert state.output.value == '"forced"'
+            assert "executionCompleted" in kinds(h.history(instance_id))
+        h.complete(in_flight, finish(9, '"too late"'))  # fenced
+        assert h.state("busy").output.value == '"forced"'
+        assert h.state("holder").orchestrationStatus == pb.ORCHESTRATION_STATUS_RUNNING
+        assert entity(h, A).exists is False and h.stub.QueryEntities(pb.QueryEntitiesRequest(
+            query=pb.EntityQuery(includeTransient=True))).entities[0].lockedBy.value == "holder"
 
 
 # -- persistence
