@@ -8,8 +8,8 @@ Run it with ``durabletask emulator`` or ``python -m durabletask.emulator``, or i
         client = TaskHubGrpcClient(host_address=emulator.address)
 
 Layers (each depends only on the next): ``service`` (gRPC in/out) -> ``engine`` (rules: dispatch,
-leases, timers, redelivery; see ``commands``, ``episode``, ``rewind``, ``dispatch``) -> ``store``
-(SQLite by default, or memory). See ``docs/emulator.md``.
+leases, timers, redelivery, entity locks; see ``commands``, ``episode``, ``rewind``, ``dispatch``,
+``entities``) -> ``store`` (SQLite by default, or memory). See ``docs/emulator.md``.
 """
 
 from durabletask.emulator.engine import Engine
