@@ -13,10 +13,10 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 DEFAULT_PAGE_SIZE = 100
 
 
-def metadata(entity: Entity, *, include_state: bool) -> pb.EntityMetadata:
+def metadata(entity: Entity, *, include_state: bool, now: float) -> pb.EntityMetadata:
     record = entity.record
     result = pb.EntityMetadata(instanceId=record.instance_id, lastModifiedTime=wire.timestamp(record.last_modified),
-                               backlogQueueSize=entity.backlog)
+                               backlogQueueSize=entity.backlog(now))
     if record.locked_by is not None:
         result.lockedBy.value = record.locked_by
     if include_state and record.state is not None:
@@ -30,7 +30,8 @@ def get_entity(hub: HubState, request: pb.GetEntityRequest) -> pb.GetEntityRespo
     entity = hub.entities.get(request.instanceId)
     if entity is None or entity.record.state is None:
         return pb.GetEntityResponse(exists=False)
-    return pb.GetEntityResponse(exists=True, entity=metadata(entity, include_state=request.includeState))
+    return pb.GetEntityResponse(exists=True, entity=metadata(entity, include_state=request.includeState,
+                                                                  now=wire.now()))
 
 
 def query_entities(hub: HubState, query: pb.EntityQuery) -> pb.QueryEntitiesResponse:
@@ -56,7 +57,9 @@ def query_entities(hub: HubState, query: pb.EntityQuery) -> pb.QueryEntitiesResp
          and (high is None or e.record.last_modified < high)),
         key=lambda e: e.instance_id)
     page = matching[:size]
-    response = pb.QueryEntitiesResponse(entities=[metadata(e, include_state=query.includeState) for e in page])
+    now = wire.now()
+    response = pb.QueryEntitiesResponse(entities=[metadata(e, include_state=query.includeState, now=now)
+                                                  for e in page])
     if len(matching) > size:
         response.continuationToken.CopyFrom(wrappers_pb2.StringValue(value=page[-1].instance_id))
     return response

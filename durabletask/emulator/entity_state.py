@@ -95,10 +95,11 @@ class Entity:
     def name(self) -> str:
         return entity_name(self.record.instance_id)
 
-    @property
-    def backlog(self) -> int:
-        """Operations and lock messages waiting, including the batch in flight."""
-        return len(self.queue) + (len(self.lease.messages) if self.lease is not None else 0)
+    def backlog(self, now: float) -> int:
+        """Operations and lock messages waiting, including the batch in flight; scheduled signals
+        that are not due yet have not joined the queue and do not count."""
+        due = sum(1 for message in self.queue if message.visible_at <= now)
+        return due + (len(self.lease.messages) if self.lease is not None else 0)
 
     @property
     def empty(self) -> bool:

@@ -224,10 +224,12 @@ def test_scheduled_signals_wait_until_they_are_due() -> None:
         first = next_of(items, "entityRequestV2")
         assert operations(first) == [("entityOperationSignaled", "now")]
         complete_batch(h, first, [ok()], "1")
+        assert entity(h, A).entity.backlogQueueSize == 0  # "later" has not joined the queue yet
         items.none(0.2)
         due = next_of(items, "entityRequestV2", timeout=2)
         assert operations(due) == [("entityOperationSignaled", "later")]
         assert time.monotonic() - began >= 0.55
+        assert entity(h, A).entity.backlogQueueSize == 1  # now it has: the batch in flight
 
 
 def test_entity_actions_signal_other_entities_and_start_orchestrations() -> None:
@@ -614,7 +616,8 @@ def test_entities_survive_a_restart(kind: str, tmp_path: Path) -> None:
         h = Harness(emulator)
         try:
             found = entity(h, A)
-            assert found.entity.serializedState.value == "persisted" and found.entity.backlogQueueSize == 2
+            assert found.entity.serializedState.value == "persisted"
+            assert found.entity.backlogQueueSize == 1  # "queued"; "scheduled" is stored but not due yet
             transient = h.stub.QueryEntities(pb.QueryEntitiesRequest(query=pb.EntityQuery(includeTransient=True)))
             assert {e.instanceId: e.lockedBy.value for e in transient.entities}[B] == "owner"
             items = h.stream()
