@@ -86,10 +86,13 @@ def main() -> None:
                 if state is None or state.runtime_status != OrchestrationStatus.COMPLETED:
                     raise SystemExit(f"orchestration {instance_id} did not complete: {state}")
                 print(f"transfer of {amount}: {state.get_output()}")
-            time.sleep(0.5)  # the counter signal is one-way: give it a moment
             for entity in client.get_all_entities(EntityQuery(instance_id_starts_with="@account@")):
                 print(f"{entity.id}: {entity.get_typed_state(int)}")
-            transfers = client.get_entity(EntityInstanceId("counter", "transfers"))
+            deadline = time.monotonic() + 10
+            while (transfers := client.get_entity(EntityInstanceId("counter", "transfers"))) is None:
+                if time.monotonic() > deadline:  # the counter signal is one-way: it may take a moment
+                    break
+                time.sleep(0.05)
             print(f"transfers done: {transfers.get_typed_state(int) if transfers else 0}")
 
 
