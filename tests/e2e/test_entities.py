@@ -189,6 +189,16 @@ def hold_lock(ctx: task.OrchestrationContext, key: str) -> Any:
         yield ctx.wait_for_external_event("never")
 
 
+def section_waiting_for_go(ctx: task.OrchestrationContext, key: str) -> Any:
+    target = EntityInstanceId("counter", key)
+    with (yield ctx.lock_entities([target])):
+        yield ctx.call_entity(target, "add", 1)
+        ctx.set_custom_status("in the section")
+        yield ctx.wait_for_external_event("go")
+        value = yield ctx.call_entity(target, "add", 1)
+    return value
+
+
 def report(ctx: task.OrchestrationContext, key: str) -> Any:
     value = yield ctx.call_entity(EntityInstanceId("counter", key), "get")
     return f"{key}={value}"
@@ -598,14 +608,14 @@ def test_work_item_filters_send_entity_work_only_to_the_worker_that_has_the_enti
 # ----------------------------------------------------------------------------- persistence and lost workers
 
 
-def test_entity_state_and_pending_signals_survive_an_emulator_restart(tmp_path: Path) -> None:
+def test_entity_state_pending_signals_and_locks_survive_an_emulator_restart(tmp_path: Path) -> None:
     db = tmp_path / "entities.db"
-    entity = EntityInstanceId("counter", "durable")
+    entity, locked = EntityInstanceId("counter", "durable"), EntityInstanceId("counter", "locked-durable")
 
     def started_worker(emu: Emulator) -> TaskHubGrpcWorker:
         w = TaskHubGrpcWorker(host_address=emu.address)
         w.add_entity(counter)
-        w.add_orchestrator(hold_lock)
+        w.add_orchestrator(section_waiting_for_go)
         w.start()
         return w
 
@@ -615,6 +625,10 @@ def test_entity_state_and_pending_signals_survive_an_emulator_restart(tmp_path: 
             with TaskHubGrpcClient(host_address=emu.address) as c:
                 c.signal_entity(entity, "add", 5)
                 eventually(lambda: settled(c, entity, 5))
+                c.schedule_new_orchestration(section_waiting_for_go, input="locked-durable", instance_id="in-section")
+                eventually(lambda: (st := c.get_orchestration_state("in-section")) and st.serialized_custom_status,
+                           what="the section holding its lock")
+                c.signal_entity(locked, "add", 10)  # deferred behind the lock
                 w.stop(2)
                 c.signal_entity(entity, "add", 10, signal_time=datetime.now(timezone.utc) + timedelta(seconds=0.3))
                 c.signal_entity(entity, "add", 100)  # queued, no worker to run it
@@ -623,9 +637,15 @@ def test_entity_state_and_pending_signals_survive_an_emulator_restart(tmp_path: 
     with Emulator(db_path=db) as emu, TaskHubGrpcClient(host_address=emu.address) as c:
         metadata = c.get_entity(entity)
         assert metadata is not None and metadata.get_typed_state() == 5
+        held = c.get_entity(locked)
+        assert held is not None and held.locked_by == "in-section" and held.backlog_queue_size == 1
         w = started_worker(emu)
         try:
             eventually(lambda: settled(c, entity, 115))
+            c.raise_orchestration_event("in-section", "go")
+            assert finish(c, "in-section").get_output() == 2  # the lock held across the restart: 10 waited
+            eventually(lambda: settled(c, locked, 12))
+            assert c.get_entity(locked).locked_by is None  # type: ignore[union-attr]
         finally:
             w.stop(2)
 
