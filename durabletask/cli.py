@@ -62,6 +62,9 @@ def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--require-auth", action="store_true",
                         help="refuse calls without an 'authorization: Bearer <token>' header (any non-empty token "
                              "is accepted), to test a client's or worker's token handling")
+    parser.add_argument("--transport", choices=("h2", "grpcio"), default="h2",
+                        help="gRPC server: h2 (default), the emulator's own HTTP/2 server, or grpcio (grpc.aio, "
+                             "several times more CPU per call)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="logging level (default INFO)")
     parser.set_defaults(run=_run_emulator)
@@ -74,7 +77,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
     hubs = [h.strip() for h in args.taskhubs.split(",") if h.strip()] if args.taskhubs else None
     emulator = Emulator(host=args.host, port=args.port, db_path=args.db, memory=args.memory, task_hubs=hubs,
                         ping_interval=args.ping_interval, lease_timeout=args.lease_timeout, rewind_mode=args.rewind,
-                        require_auth=args.require_auth)
+                        require_auth=args.require_auth, transport=args.transport)
     try:
         asyncio.run(_serve(emulator))
     except _StartupError as error:

@@ -5,7 +5,8 @@ wants nothing. This mode sits in between so that a client's or worker's token ha
 renewal) can be proven end to end on this machine: every call must carry a non-empty bearer token,
 whose value is not checked. A call without one fails with ``UNAUTHENTICATED``.
 
-The check is a ``grpc.aio`` server interceptor, `BearerTokenRequired`. It keeps counts, and short
+The check is `BearerTokenRequired`: its ``check`` runs in the emulator's own server, and it is also a
+``grpc.aio`` server interceptor for ``transport="grpcio"``. It keeps counts, and short
 SHA-256 fingerprints (never the tokens) of the last distinct tokens it accepted, for tests.
 """
 
@@ -67,18 +68,22 @@ class BearerTokenRequired(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler  # an unknown method: UNIMPLEMENTED, as without the check
-        token, problem = bearer_problem(handler_call_details.invocation_metadata)
-        if token is not None:
-            self.accepted += 1
-            key = fingerprint(token)
-            self._fingerprints.pop(key, None)
-            self._fingerprints[key] = None
-            while len(self._fingerprints) > _KEEP_FINGERPRINTS:
-                self._fingerprints.popitem(last=False)
-            return handler
-        self.refused += 1
-        assert problem is not None
-        return _refusal(handler, problem)
+        problem = self.check(handler_call_details.invocation_metadata)
+        return handler if problem is None else _refusal(handler, problem)
+
+    def check(self, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+        """None if the call may go on (counted as accepted), else why it is refused (counted as refused)."""
+        token, problem = bearer_problem(metadata)
+        if token is None:
+            self.refused += 1
+            return problem
+        self.accepted += 1
+        key = fingerprint(token)
+        self._fingerprints.pop(key, None)
+        self._fingerprints[key] = None
+        while len(self._fingerprints) > _KEEP_FINGERPRINTS:
+            self._fingerprints.popitem(last=False)
+        return None
 
 
 def _refusal(handler: grpc.RpcMethodHandler[Req, Resp], message: str) -> grpc.RpcMethodHandler[Req, Resp]:

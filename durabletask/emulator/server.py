@@ -15,6 +15,7 @@ import grpc
 from durabletask.emulator import rewind
 from durabletask.emulator.auth import BearerTokenRequired
 from durabletask.emulator.engine import DEFAULT_LEASE_TIMEOUT, DEFAULT_PING_INTERVAL, Engine
+from durabletask.emulator.h2.server import GrpcServer
 from durabletask.emulator.service import Service
 from durabletask.emulator.store import MemoryStore, SqliteStore, Store
 
@@ -23,6 +24,7 @@ logger = logging.getLogger("durabletask.emulator")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 TASK_HUBS_ENV = "DTS_TASK_HUB_NAMES"
+TRANSPORTS = ("h2", "grpcio")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -60,12 +62,17 @@ class Emulator:
             power loss.
         require_auth: refuse calls without a non-empty ``authorization: Bearer <token>`` (see
             :mod:`durabletask.emulator.auth`); :attr:`auth` then counts accepted and refused calls.
+        transport: ``"h2"`` (default), the emulator's own HTTP/2 gRPC server, which costs several times
+            less CPU per call; or ``"grpcio"``, the same service on a ``grpc.aio`` server.
     """
 
     def __init__(self, *, host: str = DEFAULT_HOST, port: int = 0, db_path: str | Path | None = None,
                  memory: bool = False, store: Store | None = None, task_hubs: Sequence[str] | None = None,
                  ping_interval: float = DEFAULT_PING_INTERVAL, lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
-                 rewind_mode: str = rewind.SERVER, synchronous: str = "NORMAL", require_auth: bool = False) -> None:
+                 rewind_mode: str = rewind.SERVER, synchronous: str = "NORMAL", require_auth: bool = False,
+                 transport: str = "h2") -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         if store is None:
             store = MemoryStore() if memory else SqliteStore(db_path or default_db_path(), synchronous=synchronous)
         self.store = store
@@ -75,7 +82,8 @@ class Emulator:
         self.task_hubs = list(task_hubs) if task_hubs else task_hubs_from_env()
         self.engine = Engine(store, self.task_hubs, lease_timeout=lease_timeout, ping_interval=ping_interval,
                              rewind_mode=rewind_mode)
-        self._server: grpc.aio.Server | None = None
+        self.transport = transport
+        self._server: grpc.aio.Server | GrpcServer | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -113,6 +121,22 @@ class Emulator:
 
     async def start_async(self) -> Emulator:
         await self.engine.start()
+        if self.transport == "h2":
+            own = GrpcServer(Service(self.engine).routes(), max_message_bytes=MAX_MESSAGE_BYTES,
+                             authenticate=self.auth.check if self.auth else None)
+            try:
+                self.port = await own.start(self.host, self._requested_port)
+            except OSError:
+                await self.engine.stop()
+                raise
+            self._server = own
+        else:
+            await self._start_grpcio()
+        logger.info("durabletask emulator listening on %s (task hubs: %s; storage: %s)", self.address,
+                    ", ".join(self.task_hubs), self.description)
+        return self
+
+    async def _start_grpcio(self) -> None:
         server = grpc.aio.server(interceptors=[self.auth] if self.auth else None, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -134,9 +158,6 @@ class Emulator:
             raise OSError(f"cannot listen on {self.host}:{self._requested_port} (is the port in use?)")
         await server.start()
         self._server = server
-        logger.info("durabletask emulator listening on %s (task hubs: %s; storage: %s)", self.address,
-                    ", ".join(self.task_hubs), self.description)
-        return self
 
     async def stop_async(self, grace: float = 1.0) -> None:
         server, self._server = self._server, None

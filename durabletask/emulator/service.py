@@ -18,6 +18,7 @@ from google.protobuf import empty_pb2
 
 from durabletask.emulator.engine import Engine
 from durabletask.emulator.errors import EmulatorError
+from durabletask.emulator.h2.server import Route
 from durabletask.emulator.state import HubState
 from durabletask.emulator.wire import history_chunk
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -235,17 +236,23 @@ class Service:
             return pb.SkipGracefulOrchestrationTerminationsResponse(unterminatedInstanceIds=left)
         return await self._unary(context, call)  # type: ignore[no-any-return]
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    def routes(self) -> list[Route]:
+        """Every method of the service, for the emulator's own HTTP/2 server."""
+        routes = []
         for method in pb.DESCRIPTOR.services_by_name[SERVICE_NAME].methods:
             request_type = _message_class(method.input_type.full_name)
-            behaviour = getattr(self, method.name)
-            if method.server_streaming:
-                handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                    behaviour, request_deserializer=request_type.FromString, response_serializer=_serialize)
-            else:
-                handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                    behaviour, request_deserializer=request_type.FromString, response_serializer=_serialize)
+            routes.append(Route(path=f"/{SERVICE_NAME}/{method.name}", behaviour=getattr(self, method.name),
+                                deserialize=request_type.FromString, serialize=_serialize,
+                                streaming=method.server_streaming, request_name=method.input_type.full_name))
+        return routes
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """Every method of the service, as a generic handler for a ``grpc.aio`` server."""
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for route in self.routes():
+            make = grpc.unary_stream_rpc_method_handler if route.streaming else grpc.unary_unary_rpc_method_handler
+            handlers[route.path.rsplit("/", 1)[1]] = make(
+                route.behaviour, request_deserializer=route.deserialize, response_serializer=route.serialize)
         return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 

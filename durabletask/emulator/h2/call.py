@@ -1,0 +1,98 @@
+"""One gRPC call on the emulator's own HTTP/2 server: what a handler sees, and the status it ends with.
+
+`Call` offers the subset of ``grpc.aio.ServicerContext`` the emulator's service uses
+(``invocation_metadata``, ``time_remaining``, ``done``, ``abort``, ``peer``), so the same service
+runs on this server and on ``grpc.aio``.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import TYPE_CHECKING, NoReturn
+
+import grpc
+import grpc.aio
+
+from durabletask.emulator.h2 import hpack
+
+if TYPE_CHECKING:
+    from durabletask.emulator.h2.connection import Stream
+
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+# Headers that belong to HTTP/2 or gRPC itself rather than to the application's metadata.
+_NOT_METADATA = frozenset({"content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"})
+
+
+class Call:
+    """The context of one call, handed to the handler as its ``context`` argument."""
+
+    __slots__ = ("_metadata", "_stream", "code", "deadline", "details")
+
+    def __init__(self, stream: Stream, metadata: tuple[tuple[str, str | bytes], ...], deadline: float | None) -> None:
+        self._stream = stream
+        self._metadata = metadata
+        self.deadline = deadline
+        """``time.monotonic()`` value after which the caller has given up, if it set a deadline."""
+        self.code = grpc.StatusCode.OK
+        self.details = ""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """The caller's metadata: ``(key, value)`` pairs, values of ``-bin`` keys as bytes."""
+        return self._metadata
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the caller's deadline, or None without one."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def done(self) -> bool:
+        """True once the call has ended: answered, cancelled by the caller, or its connection lost."""
+        return self._stream.ended
+
+    def peer(self) -> str:
+        """The caller's address in gRPC's form, such as ``ipv4:127.0.0.1:50000``."""
+        return self._stream.connection.peer
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        """End the call with ``code`` and ``details`` (raises, like ``grpc.aio``'s ``abort``)."""
+        if code == grpc.StatusCode.OK:
+            raise ValueError("abort needs an error status code, not OK")
+        self.code = code
+        self.details = details
+        raise grpc.aio.AbortError(details)
+
+
+def parse_timeout(value: str) -> float | None:
+    """Seconds of a ``grpc-timeout`` value (``100m``, ``5S``), or None if it is malformed."""
+    unit = _TIMEOUT_UNITS.get(value[-1:])
+    digits = value[:-1]
+    if unit is None or not digits.isdigit() or len(digits) > 8:
+        return None
+    return int(digits) * unit
+
+
+def metadata_pairs(headers: list[tuple[str, str]]) -> tuple[tuple[str, str | bytes], ...]:
+    pairs: list[tuple[str, str | bytes]] = []
+    for name, value in headers:
+        if name[0] == ":" or name in _NOT_METADATA:
+            continue
+        if name.endswith("-bin"):
+            pairs.append((name, base64.b64decode(value + "=" * (-len(value) % 4))))
+        else:
+            pairs.append((name, value))
+    return tuple(pairs)
+
+
+def _percent_encode(text: str) -> str:
+    raw = text.encode("utf-8", "replace")
+    if all(0x20 <= b <= 0x7E and b != 0x25 for b in raw):
+        return text
+    return "".join(chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in raw)
+
+
+def status_fields(code: grpc.StatusCode, details: str) -> bytes:
+    """HPACK fields ``grpc-status`` and, if any, ``grpc-message`` (percent-encoded)."""
+    fields = hpack.literal("grpc-status", str(code.value[0]))
+    if details:
+        fields += hpack.literal("grpc-message", _percent_encode(details))
+    return fields

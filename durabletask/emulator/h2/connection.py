@@ -1,0 +1,585 @@
+"""One HTTP/2 connection of the emulator's gRPC server: frames in, calls dispatched, frames out.
+
+An ``asyncio.Protocol``: ``data_received`` parses whole frames from the buffer and acts on them at
+once; a request is dispatched when its stream ends (every ``TaskHubSidecarService`` method takes a
+single request message). Each call runs as a task; its response is written as one buffer (headers,
+data, trailers) when flow control allows, which it nearly always does.
+
+Flow control: the server opens the receive windows of the connection and of every stream to the
+maximum at the start, so peers never wait for it (request size is bounded by the message limit
+instead). Outgoing data respects the peer's windows and maximum frame size; a server-streaming
+handler is paused while its stream's data waits for a window or the socket's buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+from durabletask.emulator.h2 import frames as f
+from durabletask.emulator.h2 import hpack
+from durabletask.emulator.h2.call import Call, metadata_pairs, parse_timeout, status_fields
+
+if TYPE_CHECKING:
+    from durabletask.emulator.h2.server import GrpcServer, Route
+
+logger = logging.getLogger("durabletask.emulator.h2")
+
+_RESPONSE_HEADERS = b"\x88" + hpack.literal("content-type", "application/grpc")  # :status 200 (static index 8)
+_OK_TRAILERS = status_fields(grpc.StatusCode.OK, "")
+_MAX_HEADER_BLOCK = 1 << 20
+_SERVER_PREFACE = f.settings({
+    f.SETTINGS_ENABLE_PUSH: 0,
+    f.SETTINGS_INITIAL_WINDOW_SIZE: f.MAX_WINDOW,
+    f.SETTINGS_MAX_FRAME_SIZE: 1 << 20,
+}) + f.window_update(0, f.MAX_WINDOW - f.DEFAULT_WINDOW)
+_HTTP1_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                 b"This is the durabletask emulator's gRPC endpoint (HTTP/2 only). Point a Durable Task SDK "
+                 b"at it, for example host_address='localhost:8080'.\n")
+
+
+class ConnectionError_(Exception):
+    """A violation of HTTP/2 that ends the connection with GOAWAY."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Stream:
+    """The server's side of one HTTP/2 stream (one call)."""
+
+    __slots__ = (
+        "body",
+        "body_size",
+        "connection",
+        "deadline_timer",
+        "drained",
+        "ended",
+        "headers",
+        "headers_sent",
+        "id",
+        "outbox",
+        "remote_closed",
+        "send_window",
+        "task",
+        "trailers",
+    )
+
+    def __init__(self, stream_id: int, connection: Connection, headers: list[tuple[str, str]], window: int) -> None:
+        self.id = stream_id
+        self.connection = connection
+        self.headers = headers
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.task: asyncio.Task[None] | None = None
+        self.send_window = window
+        self.outbox = bytearray()  # DATA payload waiting for a window
+        self.trailers: bytes | None = None  # the closing HEADERS frame, sent after the outbox
+        self.ended = False  # answered, reset or its connection lost
+        self.remote_closed = False
+        self.headers_sent = False
+        self.drained: asyncio.Future[None] | None = None
+        self.deadline_timer: asyncio.TimerHandle | None = None
+
+
+class Connection(asyncio.Protocol):
+    """Speaks HTTP/2 with one client and runs its calls through the server's routes."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.peer = "unknown"
+        self.streams: dict[int, Stream] = {}
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._preface_seen = False
+        self._decoder = hpack.Decoder()
+        self._header_block: tuple[int, int, bytearray] | None = None  # stream id, flags, fragments
+        self._last_stream_id = 0
+        self._peer_window = f.DEFAULT_WINDOW  # initial window of each stream the peer receives on
+        self._peer_max_frame = f.DEFAULT_MAX_FRAME
+        self._send_window = f.DEFAULT_WINDOW  # the connection's window for our DATA
+        self._received = 0  # DATA bytes received since the last connection WINDOW_UPDATE
+        self._blocked: dict[int, Stream] = {}  # streams with data waiting for a window
+        self._paused = False
+        self._resumed: asyncio.Future[None] | None = None
+        self._going_away = False
+        self.idle: asyncio.Event = asyncio.Event()
+        self.idle.set()
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.peer = _peer_name(transport.get_extra_info("peername"))
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers are single writes: no Nagle delay
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self._transport = None
+        for stream in list(self.streams.values()):
+            self._end_stream(stream, cancel=True)
+        self.streams.clear()
+        self._blocked.clear()
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
+        self._resumed = None
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        pos = 0
+        try:
+            if not self._preface_seen:
+                if len(buffer) < len(f.PREFACE):
+                    if not f.PREFACE.startswith(buffer):
+                        self._refuse_http1(buffer)
+                    else:
+                        self._buffer = buffer
+                    return
+                if not buffer.startswith(f.PREFACE):
+                    self._refuse_http1(buffer)
+                    return
+                self._preface_seen = True
+                pos = len(f.PREFACE)
+                self._write(_SERVER_PREFACE)  # only now: a client speaking HTTP/1.1 gets a readable answer
+            end = len(buffer)
+            while end - pos >= 9:
+                length, kind, flags, stream_id = f.parse_head(buffer, pos)
+                if end - pos - 9 < length:
+                    break
+                payload = buffer[pos + 9:pos + 9 + length]
+                pos += 9 + length
+                self._frame(kind, flags, stream_id, payload)
+                if self._transport is None:
+                    return
+        except ConnectionError_ as error:
+            self._fail(error.code, str(error))
+            return
+        except hpack.HpackError as error:
+            self._fail(f.COMPRESSION_ERROR, str(error))
+            return
+        self._buffer = buffer[pos:]
+
+    # -- frames in
+
+    def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._header_block is not None and kind != f.CONTINUATION:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "a header block was interrupted by another frame")
+        if kind == f.DATA:
+            self._data(flags, stream_id, payload)
+        elif kind == f.HEADERS:
+            self._headers(flags, stream_id, payload)
+        elif kind == f.CONTINUATION:
+            self._continuation(flags, stream_id, payload)
+        elif kind == f.WINDOW_UPDATE:
+            self._window_update(stream_id, payload)
+        elif kind == f.PING:
+            if len(payload) != 8:
+                raise ConnectionError_(f.FRAME_SIZE_ERROR, "a PING frame must carry 8 bytes")
+            if not flags & f.ACK:
+                self._write(f.frame(f.PING, f.ACK, 0, payload))
+        elif kind == f.SETTINGS:
+            self._settings(flags, payload)
+        elif kind == f.RST_STREAM:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                self._end_stream(stream, cancel=True)
+        elif kind == f.GOAWAY:
+            self._going_away = True
+        elif kind == f.PUSH_PROMISE:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "clients must not send PUSH_PROMISE")
+        # PRIORITY and unknown frame types are ignored, as HTTP/2 requires.
+
+    def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        size = len(payload)
+        self._received += size
+        if self._received > f.MAX_WINDOW // 2:
+            self._write(f.window_update(0, self._received))
+            self._received = 0
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.remote_closed:
+            return  # a stream that is over (answered, reset or refused): its data is discarded
+        if flags & f.PADDED:
+            payload = _unpad(payload)
+        if stream.body_size >= 0:
+            stream.body.append(payload)
+            stream.body_size += len(payload)
+            if stream.body_size > self.server.max_message_bytes + 5:
+                stream.body_size = -1  # refused once the request ends; keep nothing meanwhile
+                stream.body.clear()
+        if flags & f.END_STREAM:
+            stream.remote_closed = True
+            self._dispatch(stream)
+
+    def _headers(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0 or stream_id % 2 == 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}, which a client cannot open")
+        if flags & f.PADDED:
+            payload = _unpad(payload)
+        if flags & f.PRIORITY_FLAG:
+            payload = payload[5:]
+        if flags & f.END_HEADERS:
+            self._header_block_done(stream_id, flags, payload)
+        else:
+            self._header_block = (stream_id, flags, bytearray(payload))
+
+    def _continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
+        block = self._header_block
+        if block is None or block[0] != stream_id:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
+        block[2].extend(payload)
+        if len(block[2]) > _MAX_HEADER_BLOCK:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "a header block is larger than 1 MiB")
+        if flags & f.END_HEADERS:
+            self._header_block = None
+            self._header_block_done(stream_id, block[1], bytes(block[2]))
+
+    def _header_block_done(self, stream_id: int, flags: int, block: bytes) -> None:
+        headers = self._decoder.decode(block)  # always, to keep the dynamic table in step
+        existing = self.streams.get(stream_id)
+        if existing is not None:  # trailers from the client end its side of the stream
+            if not existing.remote_closed:
+                existing.remote_closed = True
+                self._dispatch(existing)
+            return
+        if stream_id <= self._last_stream_id:
+            return  # a stream that is already over
+        self._last_stream_id = stream_id
+        if self._going_away or self.server.closing:
+            self._write(f.rst_stream(stream_id, f.REFUSED_STREAM))
+            return
+        stream = Stream(stream_id, self, headers, self._peer_window)
+        self.streams[stream_id] = stream
+        self.idle.clear()
+        if flags & f.END_STREAM:
+            stream.remote_closed = True
+            self._dispatch(stream)
+
+    def _window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise ConnectionError_(f.FRAME_SIZE_ERROR, "a WINDOW_UPDATE frame must carry 4 bytes")
+        increment = f.parse_window_update(payload)
+        if stream_id == 0:
+            self._send_window += increment
+            if self._send_window > f.MAX_WINDOW:
+                raise ConnectionError_(f.FLOW_CONTROL_ERROR, "the connection's flow-control window overflowed")
+            for blocked in list(self._blocked.values()):
+                self._flush(blocked)
+                if self._send_window <= 0:
+                    break
+            return
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.send_window += increment
+            if stream.id in self._blocked:
+                self._flush(stream)
+
+    def _settings(self, flags: int, payload: bytes) -> None:
+        if flags & f.ACK:
+            return
+        if len(payload) % 6:
+            raise ConnectionError_(f.FRAME_SIZE_ERROR, "a SETTINGS frame's length must be a multiple of 6")
+        for key, value in f.parse_settings(payload):
+            if key == f.SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > f.MAX_WINDOW:
+                    raise ConnectionError_(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE is above 2^31-1")
+                delta = value - self._peer_window
+                self._peer_window = value
+                for stream in self.streams.values():
+                    stream.send_window += delta
+            elif key == f.SETTINGS_MAX_FRAME_SIZE:
+                if not f.DEFAULT_MAX_FRAME <= value <= f.MAX_FRAME_LIMIT:
+                    raise ConnectionError_(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} is out of range")
+                self._peer_max_frame = value
+        self._write(f.frame(f.SETTINGS, f.ACK, 0))
+        for stream in list(self._blocked.values()):
+            self._flush(stream)
+
+    # -- calls
+
+    def _dispatch(self, stream: Stream) -> None:
+        route, refusal = self.server.route_for(stream.headers)
+        if route is None:
+            assert refusal is not None
+            self._refuse(stream, *refusal)
+            return
+        if stream.body_size < 0:
+            self._refuse(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"the request is larger than the emulator's limit of {self.server.max_message_bytes} bytes")
+            return
+        body = stream.body[0] if len(stream.body) == 1 else b"".join(stream.body)
+        stream.body = []
+        message, problem = _single_message(body, stream.headers)
+        if message is None:
+            assert problem is not None
+            self._refuse(stream, *problem)
+            return
+        deadline = None
+        metadata = metadata_pairs(stream.headers)
+        for name, value in stream.headers:
+            if name == "grpc-timeout":
+                seconds = parse_timeout(value)
+                if seconds is not None:
+                    deadline = time.monotonic() + seconds
+                    stream.deadline_timer = self.loop.call_later(seconds, self._deadline_passed, stream)
+                break
+        call = Call(stream, metadata, deadline)
+        refused = self.server.authenticate(metadata) if self.server.authenticate is not None else None
+        if refused is not None:
+            self._refuse(stream, grpc.StatusCode.UNAUTHENTICATED, refused)
+            return
+        try:
+            request = route.deserialize(message)
+        except Exception as error:
+            self._refuse(stream, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"the request is not a valid {route.request_name} message: {error}")
+            return
+        if route.streaming:
+            stream.task = self.loop.create_task(self._run_streaming(stream, route, request, call))
+        else:
+            stream.task = self.loop.create_task(self._run_unary(stream, route, request, call))
+
+    async def _run_unary(self, stream: Stream, route: Route, request: Any, call: Call) -> None:
+        try:
+            response = await route.behaviour(request, call)
+        except grpc.aio.AbortError:
+            self._finish(stream, call.code, call.details)
+            return
+        except asyncio.CancelledError:
+            if not stream.ended:
+                self._finish(stream, grpc.StatusCode.CANCELLED, "the call was cancelled")
+            raise
+        except Exception as error:
+            logger.exception("%s failed", route.path)
+            self._finish(stream, grpc.StatusCode.UNKNOWN, f"unexpected {type(error).__name__}: {error}")
+            return
+        if stream.ended:
+            return
+        data = route.serialize(response)
+        self._write_response(stream, data)
+
+    async def _run_streaming(self, stream: Stream, route: Route, request: Any, call: Call) -> None:
+        self._write(f.frame(f.HEADERS, f.END_HEADERS, stream.id, _RESPONSE_HEADERS))
+        stream.headers_sent = True
+        items: AsyncIterator[Any] = route.behaviour(request, call)
+        try:
+            async for item in items:
+                if stream.ended:
+                    break
+                self._send_message(stream, route.serialize(item))
+                if stream.outbox or self._paused:
+                    await self._writable(stream)
+        except grpc.aio.AbortError:
+            self._finish(stream, call.code, call.details)
+            return
+        except asyncio.CancelledError:
+            if not stream.ended:
+                self._finish(stream, grpc.StatusCode.CANCELLED, "the call was cancelled")
+            raise
+        except Exception as error:
+            logger.exception("%s failed", route.path)
+            self._finish(stream, grpc.StatusCode.UNKNOWN, f"unexpected {type(error).__name__}: {error}")
+            return
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        self._finish(stream, grpc.StatusCode.OK, "")
+
+    def _deadline_passed(self, stream: Stream) -> None:
+        stream.deadline_timer = None
+        if stream.ended:
+            return
+        task = stream.task
+        self._finish(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        if task is not None:
+            task.cancel()
+
+    # -- frames out
+
+    def _write(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.write(data)
+
+    def _write_response(self, stream: Stream, data: bytes) -> None:
+        """A unary answer: headers, the message and OK trailers, in one write when the windows allow."""
+        size = len(data) + 5
+        trailers = f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, _OK_TRAILERS)
+        if size <= self._send_window and size <= stream.send_window and size <= self._peer_max_frame:
+            self._send_window -= size
+            self._write(f.frame(f.HEADERS, f.END_HEADERS, stream.id, _RESPONSE_HEADERS)
+                        + f.head(f.DATA, 0, stream.id, size) + b"\x00" + len(data).to_bytes(4, "big") + data
+                        + trailers)
+            self._close(stream)
+            return
+        self._write(f.frame(f.HEADERS, f.END_HEADERS, stream.id, _RESPONSE_HEADERS))
+        stream.headers_sent = True
+        self._send_message(stream, data)
+        stream.trailers = trailers
+        self._flush(stream)
+
+    def _send_message(self, stream: Stream, data: bytes) -> None:
+        stream.outbox += b"\x00" + len(data).to_bytes(4, "big")
+        stream.outbox += data
+        self._flush(stream)
+
+    def _flush(self, stream: Stream) -> None:
+        outbox = stream.outbox
+        while outbox:
+            room = min(self._send_window, stream.send_window, self._peer_max_frame, len(outbox))
+            if room <= 0:
+                self._blocked[stream.id] = stream
+                return
+            chunk = bytes(outbox[:room])
+            del outbox[:room]
+            self._send_window -= room
+            stream.send_window -= room
+            self._write(f.head(f.DATA, 0, stream.id, room) + chunk)
+        self._blocked.pop(stream.id, None)
+        if stream.trailers is not None:
+            trailers, stream.trailers = stream.trailers, None
+            self._write(trailers)
+            self._close(stream)
+            return
+        drained = stream.drained
+        if drained is not None and not self._paused:
+            stream.drained = None
+            if not drained.done():
+                drained.set_result(None)
+
+    async def _writable(self, stream: Stream) -> None:
+        """Wait until the stream's data is out and the socket takes more (back-pressure on a stream)."""
+        if stream.outbox:
+            stream.drained = self.loop.create_future()
+            await stream.drained
+        while self._paused and self._transport is not None:
+            if self._resumed is None:
+                self._resumed = self.loop.create_future()
+            await self._resumed
+
+    def _finish(self, stream: Stream, code: grpc.StatusCode, details: str) -> None:
+        """End the call with a status: trailers after any pending data, or a trailers-only answer."""
+        if stream.ended:
+            return
+        fields = status_fields(code, details)
+        if stream.headers_sent:
+            stream.trailers = f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, fields)
+            self._flush(stream)
+        else:
+            stream.outbox.clear()
+            self._write(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, _RESPONSE_HEADERS + fields))
+            self._close(stream)
+
+    def _refuse(self, stream: Stream, code: grpc.StatusCode, details: str) -> None:
+        self._finish(stream, code, details)
+
+    def _close(self, stream: Stream) -> None:
+        """Our side of the stream is done (END_STREAM sent)."""
+        if not stream.remote_closed:  # the client is still sending: tell it to stop
+            self._write(f.rst_stream(stream.id, f.NO_ERROR))
+        self._end_stream(stream, cancel=False)
+
+    def _end_stream(self, stream: Stream, *, cancel: bool) -> None:
+        if stream.ended:
+            return
+        stream.ended = True
+        stream.remote_closed = True
+        if stream.deadline_timer is not None:
+            stream.deadline_timer.cancel()
+            stream.deadline_timer = None
+        self.streams.pop(stream.id, None)
+        self._blocked.pop(stream.id, None)
+        drained = stream.drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+        if cancel and stream.task is not None and not stream.task.done():
+            stream.task.cancel()
+        if not self.streams:
+            self.idle.set()
+
+    # -- connection end
+
+    def go_away(self) -> None:
+        """Tell the client no new calls are taken here (calls in flight go on)."""
+        if not self._going_away:
+            self._going_away = True
+            self._write(f.goaway(self._last_stream_id, f.NO_ERROR, "the emulator is shutting down"))
+
+    def abort(self) -> None:
+        """Drop the connection now, cancelling its calls."""
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
+
+    def _fail(self, code: int, message: str) -> None:
+        logger.warning("closing the HTTP/2 connection from %s: %s", self.peer, message)
+        self._write(f.goaway(self._last_stream_id, code, message))
+        transport = self._transport
+        if transport is not None:
+            transport.close()
+            self._transport = None
+        for stream in list(self.streams.values()):
+            self._end_stream(stream, cancel=True)
+
+    def _refuse_http1(self, buffer: bytes) -> None:
+        logger.info("refused a non-HTTP/2 connection from %s (%r)", self.peer, bytes(buffer[:40]))
+        transport = self._transport
+        if transport is not None:
+            if buffer[:4] in (b"GET ", b"POST", b"HEAD", b"PUT ", b"OPTI"):
+                transport.write(_HTTP1_ANSWER)
+            transport.close()
+            self._transport = None
+
+
+def _unpad(payload: bytes) -> bytes:
+    if not payload:
+        raise ConnectionError_(f.PROTOCOL_ERROR, "a padded frame has no pad length")
+    pad = payload[0]
+    if pad >= len(payload):
+        raise ConnectionError_(f.PROTOCOL_ERROR, "a frame's padding is longer than the frame")
+    return payload[1:len(payload) - pad]
+
+
+def _single_message(body: bytes, headers: list[tuple[str, str]]) -> tuple[bytes | None, tuple[Any, str] | None]:
+    """The one length-prefixed message of a request body, or the status to refuse it with."""
+    if len(body) < 5:
+        return None, (grpc.StatusCode.INTERNAL, "the request has no message (a gRPC call sends exactly one)")
+    length = int.from_bytes(body[1:5], "big")
+    if len(body) != 5 + length:
+        return None, (grpc.StatusCode.INTERNAL, "the request body is not exactly one length-prefixed gRPC message")
+    if body[0]:
+        encoding = next((v for k, v in headers if k == "grpc-encoding"), "identity")
+        if encoding != "gzip":
+            return None, (grpc.StatusCode.UNIMPLEMENTED,
+                          f"compressed requests with grpc-encoding '{encoding}' are not supported (use gzip or none)")
+        return gzip.decompress(body[5:]), None
+    return body[5:], None
+
+
+def _peer_name(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"ipv6:[{host}]:{port}" if ":" in str(host) else f"ipv4:{host}:{port}"
+    return str(address)

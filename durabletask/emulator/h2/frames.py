@@ -1,0 +1,99 @@
+"""HTTP/2 frame layout and constants (RFC 9113), and the building of the frames the server sends."""
+
+from __future__ import annotations
+
+import struct
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Frame types.
+DATA = 0x0
+HEADERS = 0x1
+PRIORITY = 0x2
+RST_STREAM = 0x3
+SETTINGS = 0x4
+PUSH_PROMISE = 0x5
+PING = 0x6
+GOAWAY = 0x7
+WINDOW_UPDATE = 0x8
+CONTINUATION = 0x9
+
+# Flags.
+END_STREAM = 0x1
+ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+
+# Error codes.
+NO_ERROR = 0x0
+PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
+FLOW_CONTROL_ERROR = 0x3
+STREAM_CLOSED = 0x5
+FRAME_SIZE_ERROR = 0x6
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+COMPRESSION_ERROR = 0x9
+
+# Settings.
+SETTINGS_HEADER_TABLE_SIZE = 0x1
+SETTINGS_ENABLE_PUSH = 0x2
+SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
+SETTINGS_INITIAL_WINDOW_SIZE = 0x4
+SETTINGS_MAX_FRAME_SIZE = 0x5
+SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
+
+DEFAULT_WINDOW = 65_535
+MAX_WINDOW = 2**31 - 1
+DEFAULT_MAX_FRAME = 16_384
+MAX_FRAME_LIMIT = 2**24 - 1
+
+# Length (24 bits) and type share the first 4 bytes; then flags and the stream id.
+_HEAD = struct.Struct(">IBI")
+_SETTING = struct.Struct(">HI")
+_WINDOW = struct.Struct(">I")
+_GOAWAY = struct.Struct(">II")
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return _HEAD.pack((len(payload) << 8) | kind, flags, stream_id) + payload
+
+
+def head(kind: int, flags: int, stream_id: int, length: int) -> bytes:
+    """The 9-byte header of a frame whose payload is written separately."""
+    return _HEAD.pack((length << 8) | kind, flags, stream_id)
+
+
+def parse_head(buffer: bytes | bytearray, pos: int) -> tuple[int, int, int, int]:
+    """``(length, type, flags, stream id)`` of the frame header at ``pos``."""
+    first, flags, stream_id = _HEAD.unpack_from(buffer, pos)
+    return first >> 8, first & 0xFF, flags, stream_id & 0x7FFF_FFFF
+
+
+def settings(values: dict[int, int]) -> bytes:
+    return frame(SETTINGS, 0, 0, b"".join(_SETTING.pack(key, value) for key, value in values.items()))
+
+
+def parse_settings(payload: bytes) -> list[tuple[int, int]]:
+    return [_SETTING.unpack_from(payload, pos) for pos in range(0, len(payload), 6)]
+
+
+def window_update(stream_id: int, increment: int) -> bytes:
+    return frame(WINDOW_UPDATE, 0, stream_id, _WINDOW.pack(increment))
+
+
+def parse_window_update(payload: bytes) -> int:
+    return int(_WINDOW.unpack(payload)[0]) & 0x7FFF_FFFF
+
+
+def rst_stream(stream_id: int, code: int) -> bytes:
+    return frame(RST_STREAM, 0, stream_id, _WINDOW.pack(code))
+
+
+def parse_error_code(payload: bytes) -> int:
+    return int(_WINDOW.unpack_from(payload, 0)[0])
+
+
+def goaway(last_stream_id: int, code: int, debug: str = "") -> bytes:
+    return frame(GOAWAY, 0, 0, _GOAWAY.pack(last_stream_id, code) + debug.encode("utf-8", "replace"))
