@@ -212,11 +212,13 @@ def test_sqlite_rejects_an_unknown_schema_version(tmp_path: Path) -> None:
         SqliteStore(tmp_path / "e.db").open()
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "sqlite-thread", "sqlite-full"])
 def test_runner_commits_in_order_and_groups_concurrent_batches(kind: str, tmp_path: Path) -> None:
     async def main() -> None:
-        s: Store = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "e.db")
-        runner = StoreRunner(s)
+        s: Store = MemoryStore() if kind == "memory" else SqliteStore(
+            tmp_path / "e.db", synchronous="FULL" if kind == "sqlite-full" else "NORMAL")
+        runner = StoreRunner(s, threaded=True if kind == "sqlite-thread" else None)
+        assert runner.threaded == (kind in ("sqlite-thread", "sqlite-full"))  # FULL waits for fsync: own thread
         await runner.start()
         batch = Batch()
         batch.put_instance(record())
@@ -229,7 +231,7 @@ def test_runner_commits_in_order_and_groups_concurrent_batches(kind: str, tmp_pa
         await asyncio.gather(*futures)
         assert len(history.messages) == 50
         await runner.flush()
-        if kind == "sqlite":
+        if kind != "memory":
             assert runner.commits < 51  # grouped
         bad = Batch()
         bad.put_message(message(1))

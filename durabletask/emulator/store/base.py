@@ -10,8 +10,8 @@ Keeping the interface this small keeps the rules out of the stores: a store neve
 anything, so the SQLite and the memory implementations cannot disagree on behaviour, and another
 backend is a matter of a few more row types.
 
-Every method of a store is called from one thread at a time (the SQLite store runs on its own
-writer thread; see :mod:`durabletask.emulator.store.runner`).
+Every method of a store is called from one thread at a time (see
+:mod:`durabletask.emulator.store.runner` for which).
 """
 
 from __future__ import annotations
@@ -327,8 +327,10 @@ class HubSnapshot:
 class Store(abc.ABC):
     """Durable storage of task hubs. See the module docstring for the contract."""
 
-    #: Whether calls may block on I/O; if so the engine runs them on a dedicated thread.
+    #: Whether calls do I/O; if so the runner groups batches into one transaction per turn of the loop.
     blocking: bool = True
+    #: Whether a commit waits for the disk (fsync); if so the runner runs the store on its own thread.
+    waits_for_disk: bool = True
 
     @abc.abstractmethod
     def open(self) -> None:

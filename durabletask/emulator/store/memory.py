@@ -37,6 +37,7 @@ class MemoryStore(Store):
     """Rows in dictionaries. A batch is checked before anything changes, so it applies all or nothing."""
 
     blocking = False
+    waits_for_disk = False
 
     def __init__(self) -> None:
         self._instances: dict[Key, InstanceRecord] = {}

@@ -151,6 +151,7 @@ class SqliteStore(Store):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = Path(path)
         self._synchronous = synchronous.upper()
+        self.waits_for_disk = self._synchronous in ("FULL", "EXTRA")
         self._db: sqlite3.Connection | None = None
 
     @property
