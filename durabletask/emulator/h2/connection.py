@@ -113,6 +113,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._resumed: asyncio.Future[None] | None = None
         self._going_away = False
+        self._out: list[bytes] = []  # written at the end of the loop's turn (one send for many frames)
         self.idle: asyncio.Event = asyncio.Event()
         self.idle.set()
 
@@ -419,9 +420,18 @@ class Connection(asyncio.Protocol):
     # -- frames out
 
     def _write(self, data: bytes) -> None:
+        """Queue bytes for the socket; everything queued in one turn of the loop goes out in one send."""
+        if self._transport is None:
+            return
+        if not self._out:
+            self.loop.call_soon(self._send_out)
+        self._out.append(data)
+
+    def _send_out(self) -> None:
+        out, self._out = self._out, []
         transport = self._transport
-        if transport is not None:
-            transport.write(data)
+        if transport is not None and out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _write_response(self, stream: Stream, data: bytes) -> None:
         """A unary answer: headers, the message and OK trailers, in one write when the windows allow."""
@@ -536,6 +546,7 @@ class Connection(asyncio.Protocol):
     def _fail(self, code: int, message: str) -> None:
         logger.warning("closing the HTTP/2 connection from %s: %s", self.peer, message)
         self._write(f.goaway(self._last_stream_id, code, message))
+        self._send_out()
         transport = self._transport
         if transport is not None:
             transport.close()
