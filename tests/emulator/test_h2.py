@@ -106,6 +106,9 @@ class _Echo:
     async def crash(self, request: bytes, context: Any) -> bytes:
         raise KeyError("boom")
 
+    async def wrong_type(self, request: bytes, context: Any) -> Any:
+        return "a str, which the route cannot serialize"
+
     async def many(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
         count, size = (int(x) for x in request.decode().split(","))
         for i in range(count):
@@ -117,7 +120,7 @@ def _routes(echo: _Echo) -> list[Route]:
         return Route(path=f"/test.Echo/{name}", behaviour=behaviour, deserialize=bytes, serialize=bytes,
                      streaming=streaming, request_name="bytes")
     return [route("Echo", echo.echo), route("Fail", echo.fail), route("Slow", echo.slow),
-            route("Crash", echo.crash), route("Many", echo.many, streaming=True)]
+            route("Crash", echo.crash), route("WrongType", echo.wrong_type), route("Many", echo.many, streaming=True)]
 
 
 @contextmanager
@@ -187,6 +190,9 @@ def test_a_crashing_handler_gives_unknown_and_the_server_goes_on(served: tuple[g
     with pytest.raises(grpc.RpcError) as caught:
         _unary(channel, "Crash")(b"x")
     assert caught.value.code() == grpc.StatusCode.UNKNOWN and "KeyError" in (caught.value.details() or "")
+    with pytest.raises(grpc.RpcError) as caught:
+        _unary(channel, "WrongType")(b"x", timeout=5)  # an answer that cannot be serialized still ends the call
+    assert caught.value.code() == grpc.StatusCode.UNKNOWN and "TypeError" in (caught.value.details() or "")
     assert _unary(channel, "Echo")(b"still here") == b"still here"
 
 

@@ -363,22 +363,14 @@ class Connection(asyncio.Protocol):
 
     async def _run_unary(self, stream: Stream, route: Route, request: Any, call: Call) -> None:
         try:
-            response = await route.behaviour(request, call)
-        except grpc.aio.AbortError:
-            self._finish(stream, call.code, call.details)
+            data = route.serialize(await route.behaviour(request, call))
+        except (grpc.aio.AbortError, asyncio.CancelledError, Exception) as error:
+            self._end_with_error(stream, route, call, error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
             return
-        except asyncio.CancelledError:
-            if not stream.ended:
-                self._finish(stream, grpc.StatusCode.CANCELLED, "the call was cancelled")
-            raise
-        except Exception as error:
-            logger.exception("%s failed", route.path)
-            self._finish(stream, grpc.StatusCode.UNKNOWN, f"unexpected {type(error).__name__}: {error}")
-            return
-        if stream.ended:
-            return
-        data = route.serialize(response)
-        self._write_response(stream, data)
+        if not stream.ended:
+            self._write_response(stream, data)
 
     async def _run_streaming(self, stream: Stream, route: Route, request: Any, call: Call) -> None:
         self._write(f.frame(f.HEADERS, f.END_HEADERS, stream.id, _RESPONSE_HEADERS))
@@ -391,22 +383,26 @@ class Connection(asyncio.Protocol):
                 self._send_message(stream, route.serialize(item))
                 if stream.outbox or self._paused:
                     await self._writable(stream)
-        except grpc.aio.AbortError:
-            self._finish(stream, call.code, call.details)
-            return
-        except asyncio.CancelledError:
-            if not stream.ended:
-                self._finish(stream, grpc.StatusCode.CANCELLED, "the call was cancelled")
-            raise
-        except Exception as error:
-            logger.exception("%s failed", route.path)
-            self._finish(stream, grpc.StatusCode.UNKNOWN, f"unexpected {type(error).__name__}: {error}")
+        except (grpc.aio.AbortError, asyncio.CancelledError, Exception) as error:
+            self._end_with_error(stream, route, call, error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
             return
         finally:
             aclose = getattr(items, "aclose", None)
             if aclose is not None:
                 await aclose()
         self._finish(stream, grpc.StatusCode.OK, "")
+
+    def _end_with_error(self, stream: Stream, route: Route, call: Call, error: BaseException) -> None:
+        """The status a call ends with when its handler raised: its abort, CANCELLED, or UNKNOWN."""
+        if isinstance(error, grpc.aio.AbortError):
+            self._finish(stream, call.code, call.details)
+        elif isinstance(error, asyncio.CancelledError):
+            self._finish(stream, grpc.StatusCode.CANCELLED, "the call was cancelled")  # no-op once ended
+        else:
+            logger.error("%s failed", route.path, exc_info=error)
+            self._finish(stream, grpc.StatusCode.UNKNOWN, f"unexpected {type(error).__name__}: {error}")
 
     def _deadline_passed(self, stream: Stream) -> None:
         stream.deadline_timer = None
