@@ -3,6 +3,7 @@
     python benchmarks/emulator.py                 # 200 orchestrations x 5 activities, 3 rounds
     python benchmarks/emulator.py --count 500 --rounds 1
     python benchmarks/emulator.py --json
+    python benchmarks/emulator.py --memory --grpcio   # also the memory store, and the grpc.aio server
 
 Backends, each in its own process:
 
@@ -73,6 +74,8 @@ def start_backend(kind: str, port: int, workdir: Path) -> subprocess.Popen[str]:
         wait_for(proc, "ready")
         return proc
     storage = ["--memory"] if kind == "emulator-memory" else ["--db", str(workdir / f"emulator-{port}.db")]
+    if kind == "emulator-grpcio":
+        storage += ["--transport", "grpcio"]
     proc = subprocess.Popen([sys.executable, "-m", "durabletask.emulator", "--port", str(port), *storage,
                              "--log-level", "WARNING"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     wait_for(proc, "Ctrl-C")
@@ -116,9 +119,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed orchestrations first (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per backend (default 3)")
     parser.add_argument("--memory", action="store_true", help="also run the emulator with --memory")
+    parser.add_argument("--grpcio", action="store_true",
+                        help="also run the emulator on SQLite with --transport grpcio (its grpc.aio server)")
     parser.add_argument("--json", action="store_true", help="print a JSON report")
     args = parser.parse_args()
-    kinds = ["official", "emulator", *(["emulator-memory"] if args.memory else [])]
+    kinds = ["official", "emulator", *(["emulator-memory"] if args.memory else []),
+             *(["emulator-grpcio"] if args.grpcio else [])]
 
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +143,8 @@ def main() -> None:
           f"best of {args.rounds} round(s) by backend CPU")
     print(f"{'backend':<34} {'orch/s':>8} {'CPU s':>8} {'CPU ms/orch':>12}")
     labels = {"official": "official in-memory backend", "emulator": "durabletask emulator (SQLite)",
-              "emulator-memory": "durabletask emulator (--memory)"}
+              "emulator-memory": "durabletask emulator (--memory)",
+              "emulator-grpcio": "durabletask emulator (SQLite, grpcio)"}
     for kind in kinds:
         r = best[kind]
         print(f"{labels[kind]:<34} {r['orchestrations_per_second']:>8.1f} {r['backend_cpu_seconds']:>8.2f} "
