@@ -144,7 +144,7 @@ def main() -> None:
     print(f"{'backend':<34} {'orch/s':>8} {'CPU s':>8} {'CPU ms/orch':>12}")
     labels = {"official": "official in-memory backend", "emulator": "durabletask emulator (SQLite)",
               "emulator-memory": "durabletask emulator (--memory)",
-              "emulator-grpcio": "durabletask emulator (SQLite, grpcio)"}
+              "emulator-grpcio": "durabletask emulator (grpc.aio)"}
     for kind in kinds:
         r = best[kind]
         print(f"{labels[kind]:<34} {r['orchestrations_per_second']:>8.1f} {r['backend_cpu_seconds']:>8.2f} "
