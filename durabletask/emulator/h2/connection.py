@@ -46,7 +46,7 @@ _HTTP1_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConne
                  b"at it, for example host_address='localhost:8080'.\n")
 
 
-class ConnectionError_(Exception):
+class ProtocolViolation(Exception):
     """A violation of HTTP/2 that ends the connection with GOAWAY."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -174,7 +174,7 @@ class Connection(asyncio.Protocol):
                 self._frame(kind, flags, stream_id, payload)
                 if self._transport is None:
                     return
-        except ConnectionError_ as error:
+        except ProtocolViolation as error:
             self._fail(error.code, str(error))
             return
         except hpack.HpackError as error:
@@ -186,7 +186,7 @@ class Connection(asyncio.Protocol):
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self._header_block is not None and kind != f.CONTINUATION:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "a header block was interrupted by another frame")
+            raise ProtocolViolation(f.PROTOCOL_ERROR, "a header block was interrupted by another frame")
         if kind == f.DATA:
             self._data(flags, stream_id, payload)
         elif kind == f.HEADERS:
@@ -197,7 +197,7 @@ class Connection(asyncio.Protocol):
             self._window_update(stream_id, payload)
         elif kind == f.PING:
             if len(payload) != 8:
-                raise ConnectionError_(f.FRAME_SIZE_ERROR, "a PING frame must carry 8 bytes")
+                raise ProtocolViolation(f.FRAME_SIZE_ERROR, "a PING frame must carry 8 bytes")
             if not flags & f.ACK:
                 self._write(f.frame(f.PING, f.ACK, 0, payload))
         elif kind == f.SETTINGS:
@@ -209,7 +209,7 @@ class Connection(asyncio.Protocol):
         elif kind == f.GOAWAY:
             self._going_away = True
         elif kind == f.PUSH_PROMISE:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "clients must not send PUSH_PROMISE")
+            raise ProtocolViolation(f.PROTOCOL_ERROR, "clients must not send PUSH_PROMISE")
         # PRIORITY and unknown frame types are ignored, as HTTP/2 requires.
 
     def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
@@ -235,7 +235,7 @@ class Connection(asyncio.Protocol):
 
     def _headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0 or stream_id % 2 == 0:
-            raise ConnectionError_(f.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}, which a client cannot open")
+            raise ProtocolViolation(f.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}, which a client cannot open")
         if flags & f.PADDED:
             payload = _unpad(payload)
         if flags & f.PRIORITY_FLAG:
@@ -248,10 +248,10 @@ class Connection(asyncio.Protocol):
     def _continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
         block = self._header_block
         if block is None or block[0] != stream_id:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
+            raise ProtocolViolation(f.PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
         block[2].extend(payload)
         if len(block[2]) > _MAX_HEADER_BLOCK:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "a header block is larger than 1 MiB")
+            raise ProtocolViolation(f.PROTOCOL_ERROR, "a header block is larger than 1 MiB")
         if flags & f.END_HEADERS:
             self._header_block = None
             self._header_block_done(stream_id, block[1], bytes(block[2]))
@@ -279,12 +279,12 @@ class Connection(asyncio.Protocol):
 
     def _window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "a WINDOW_UPDATE frame must carry 4 bytes")
+            raise ProtocolViolation(f.FRAME_SIZE_ERROR, "a WINDOW_UPDATE frame must carry 4 bytes")
         increment = f.parse_window_update(payload)
         if stream_id == 0:
             self._send_window += increment
             if self._send_window > f.MAX_WINDOW:
-                raise ConnectionError_(f.FLOW_CONTROL_ERROR, "the connection's flow-control window overflowed")
+                raise ProtocolViolation(f.FLOW_CONTROL_ERROR, "the connection's flow-control window overflowed")
             for blocked in list(self._blocked.values()):
                 self._flush(blocked)
                 if self._send_window <= 0:
@@ -300,18 +300,18 @@ class Connection(asyncio.Protocol):
         if flags & f.ACK:
             return
         if len(payload) % 6:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "a SETTINGS frame's length must be a multiple of 6")
+            raise ProtocolViolation(f.FRAME_SIZE_ERROR, "a SETTINGS frame's length must be a multiple of 6")
         for key, value in f.parse_settings(payload):
             if key == f.SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
-                    raise ConnectionError_(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE is above 2^31-1")
+                    raise ProtocolViolation(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE is above 2^31-1")
                 delta = value - self._peer_window
                 self._peer_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
             elif key == f.SETTINGS_MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME <= value <= f.MAX_FRAME_LIMIT:
-                    raise ConnectionError_(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} is out of range")
+                    raise ProtocolViolation(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} is out of range")
                 self._peer_max_frame = value
         self._write(f.frame(f.SETTINGS, f.ACK, 0))
         for stream in list(self._blocked.values()):
@@ -323,10 +323,10 @@ class Connection(asyncio.Protocol):
         route, refusal = self.server.route_for(stream.headers)
         if route is None:
             assert refusal is not None
-            self._refuse(stream, *refusal)
+            self._finish(stream, *refusal)
             return
         if stream.body_size < 0:
-            self._refuse(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"the request is larger than the emulator's limit of {self.server.max_message_bytes} bytes")
             return
         body = stream.body[0] if len(stream.body) == 1 else b"".join(stream.body)
@@ -334,7 +334,7 @@ class Connection(asyncio.Protocol):
         message, problem = _single_message(body, stream.headers)
         if message is None:
             assert problem is not None
-            self._refuse(stream, *problem)
+            self._finish(stream, *problem)
             return
         deadline = None
         metadata = metadata_pairs(stream.headers)
@@ -348,12 +348,12 @@ class Connection(asyncio.Protocol):
         call = Call(stream, metadata, deadline)
         refused = self.server.authenticate(metadata) if self.server.authenticate is not None else None
         if refused is not None:
-            self._refuse(stream, grpc.StatusCode.UNAUTHENTICATED, refused)
+            self._finish(stream, grpc.StatusCode.UNAUTHENTICATED, refused)
             return
         try:
             request = route.deserialize(message)
         except Exception as error:
-            self._refuse(stream, grpc.StatusCode.INVALID_ARGUMENT,
+            self._finish(stream, grpc.StatusCode.INVALID_ARGUMENT,
                          f"the request is not a valid {route.request_name} message: {error}")
             return
         if route.streaming:
@@ -498,9 +498,6 @@ class Connection(asyncio.Protocol):
             self._write(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, _RESPONSE_HEADERS + fields))
             self._close(stream)
 
-    def _refuse(self, stream: Stream, code: grpc.StatusCode, details: str) -> None:
-        self._finish(stream, code, details)
-
     def _close(self, stream: Stream) -> None:
         """Our side of the stream is done (END_STREAM sent)."""
         if not stream.remote_closed:  # the client is still sending: tell it to stop
@@ -562,10 +559,10 @@ class Connection(asyncio.Protocol):
 
 def _unpad(payload: bytes) -> bytes:
     if not payload:
-        raise ConnectionError_(f.PROTOCOL_ERROR, "a padded frame has no pad length")
+        raise ProtocolViolation(f.PROTOCOL_ERROR, "a padded frame has no pad length")
     pad = payload[0]
     if pad >= len(payload):
-        raise ConnectionError_(f.PROTOCOL_ERROR, "a frame's padding is longer than the frame")
+        raise ProtocolViolation(f.PROTOCOL_ERROR, "a frame's padding is longer than the frame")
     return payload[1:len(payload) - pad]
 
 

@@ -6,10 +6,9 @@ import struct
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-# Frame types.
+# Frame types (PRIORITY, 0x2, and unknown types are read and ignored).
 DATA = 0x0
 HEADERS = 0x1
-PRIORITY = 0x2
 RST_STREAM = 0x3
 SETTINGS = 0x4
 PUSH_PROMISE = 0x5
@@ -25,24 +24,18 @@ END_HEADERS = 0x4
 PADDED = 0x8
 PRIORITY_FLAG = 0x20
 
-# Error codes.
+# Error codes the server sends.
 NO_ERROR = 0x0
 PROTOCOL_ERROR = 0x1
-INTERNAL_ERROR = 0x2
 FLOW_CONTROL_ERROR = 0x3
-STREAM_CLOSED = 0x5
 FRAME_SIZE_ERROR = 0x6
 REFUSED_STREAM = 0x7
-CANCEL = 0x8
 COMPRESSION_ERROR = 0x9
 
-# Settings.
-SETTINGS_HEADER_TABLE_SIZE = 0x1
+# Settings the server reads or sends.
 SETTINGS_ENABLE_PUSH = 0x2
-SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 SETTINGS_MAX_FRAME_SIZE = 0x5
-SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
 
 DEFAULT_WINDOW = 65_535
 MAX_WINDOW = 2**31 - 1
@@ -57,7 +50,7 @@ _GOAWAY = struct.Struct(">II")
 
 
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return _HEAD.pack((len(payload) << 8) | kind, flags, stream_id) + payload
+    return head(kind, flags, stream_id, len(payload)) + payload
 
 
 def head(kind: int, flags: int, stream_id: int, length: int) -> bytes:
