@@ -21,10 +21,10 @@ import grpc
 import hpack as reference_hpack
 import pytest
 
-from durabletask.emulator.h2 import frames as f
-from durabletask.emulator.h2 import huffman
-from durabletask.emulator.h2.hpack import Decoder, HpackError, literal
 from durabletask.emulator.h2.server import GrpcServer, Route
+from durabletask.internal.h2 import frames as f
+from durabletask.internal.h2 import huffman
+from durabletask.internal.h2.hpack import Decoder, HpackError, literal
 
 # -- HPACK and Huffman
 

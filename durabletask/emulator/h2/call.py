@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 import grpc
 import grpc.aio
 
-from durabletask.emulator.h2 import hpack
+from durabletask.internal.h2 import hpack
 
 if TYPE_CHECKING:
     from durabletask.emulator.h2.connection import Stream

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
-from durabletask.emulator.h2 import frames as f
-from durabletask.emulator.h2 import hpack
 from durabletask.emulator.h2.call import Call, metadata_pairs, parse_timeout, status_fields
+from durabletask.internal.h2 import frames as f
+from durabletask.internal.h2 import hpack
 
 if TYPE_CHECKING:
     from durabletask.emulator.h2.server import GrpcServer, Route

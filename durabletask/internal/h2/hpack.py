@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from durabletask.emulator.h2 import huffman
+from durabletask.internal.h2 import huffman
 
 STATIC_TABLE: tuple[tuple[str, str], ...] = (
     (":authority", ""),
