@@ -21,9 +21,10 @@ from durabletask.emulator.store import (
 from durabletask.emulator.store.base import COMPLETED, FAILED, PENDING, RUNNING
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-fold-every-commit"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "e.db")
+    s: Store = MemoryStore() if request.param == "memory" else SqliteStore(
+        tmp_path / "e.db", fold_commits=1 if request.param == "sqlite-fold-every-commit" else 256)
     s.open()
     yield s
     s.close()

@@ -1,13 +1,20 @@
 """The default store: one SQLite file in WAL mode, written by a single connection.
 
+Writes go through a journal (:mod:`durabletask.emulator.store.journal`): a commit appends one row
+holding the batches' operations, and every few hundred commits their net effect is folded into the
+tables (``instances``, ``history``, ``messages``, ``activities``, ``entities``) in one transaction.
+Reads see the journaled changes too; opening the store folds whatever a crash left in the journal.
+
 Durability: a batch is acknowledged only after its transaction committed. With the default
 ``synchronous=NORMAL`` in WAL mode a committed transaction survives the process being killed
 (SIGKILL, a crash); only a power cut or an OS crash can lose the last commits, never corrupt the
 file. ``synchronous="FULL"`` also survives those, at the cost of an fsync per commit.
 
-Speed: several batches are committed in one transaction when they arrive together (group commit);
-statements are prepared once (sqlite3 caches them by text); the only indexes are the ones the
-engine's deletes need, because queries are answered from the engine's memory.
+Speed: several batches are committed in one transaction when they arrive together (group commit),
+as one journal row of a few pages; short-lived rows (inbox messages, activities, superseded
+instance rows) mostly never reach their tables; statements are prepared once (sqlite3 caches them
+by text); the only indexes are the ones the engine's deletes need, because queries are answered
+from the engine's memory.
 """
 
 from __future__ import annotations
@@ -25,25 +32,27 @@ from durabletask.emulator.store.base import (
     AppendHistory,
     Batch,
     ClearHistory,
-    DeleteActivity,
-    DeleteEntity,
     DeleteInstance,
-    DeleteMessages,
     EntityRecord,
     HubSnapshot,
     InstanceRecord,
     Message,
     PutActivity,
-    PutEntity,
-    PutInstance,
     PutMessage,
     Store,
     history_in_memory,
 )
+from durabletask.emulator.store.journal import JournalError, Key, Pending, decode, encode
 
 logger = logging.getLogger("durabletask.emulator.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the tables; 2: and the journal (a version 1 file is upgraded when opened)."""
+FOLD_COMMITS = 256
+"""Journal rows after which their net effect is folded into the tables."""
+FOLD_BYTES = 8 << 20
+"""Journal size (bytes) after which it is folded, whatever the number of rows."""
+_LENGTHS_KEPT = 100_000
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (
@@ -111,6 +120,10 @@ CREATE TABLE IF NOT EXISTS entities (
     critical_section_id TEXT,
     PRIMARY KEY (hub, instance_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY,
+    ops BLOB NOT NULL
+);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
 """
 
@@ -146,13 +159,23 @@ class SqliteStore(Store):
 
     blocking = True
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", fold_commits: int = FOLD_COMMITS,
+                 fold_bytes: int = FOLD_BYTES) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = Path(path)
         self._synchronous = synchronous.upper()
         self.waits_for_disk = self._synchronous in ("FULL", "EXTRA")
+        self.fold_commits = fold_commits
+        self.fold_bytes = fold_bytes
+        self.folds = 0
+        """Number of folds so far (tests, benchmarks)."""
         self._db: sqlite3.Connection | None = None
+        self._pending = Pending()
+        self._fold_at = (fold_commits, fold_bytes)  # fold when the journal has this many rows or bytes
+        self._lengths: dict[Key, int] = {}  # known history lengths, to check appends without a query
+        self._stored_message_ids = 0  # no message id above this is in the messages table
+        self._stored_activity_ids = 0
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -177,30 +200,58 @@ class SqliteStore(Store):
             db.execute("PRAGMA wal_autocheckpoint=10000")
             db.executescript(_SCHEMA)
             version = int(db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
-            if version != SCHEMA_VERSION:
+            if version == 1:  # the journal table was just created
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            elif version != SCHEMA_VERSION:
                 raise RuntimeError(
                     f"{self.path} has schema version {version}, this emulator understands {SCHEMA_VERSION}; "
                     "use another --db file or upgrade durabletask"
                 )
+            self._db = db
+            self._recover()
         except sqlite3.OperationalError as error:
+            self._db = None
             db.close()
             if "locked" in str(error):
                 raise RuntimeError(f"{self.path} is in use by another process (another emulator?); stop it or "
                                    "use another --db file") from error
             raise
         except BaseException:
+            self._db = None
             db.close()
             raise
-        self._db = db
+
+    def _recover(self) -> None:
+        """Fold what the journal holds (commits made since the last fold before a crash or a stop)."""
+        db = self.db
+        self._stored_message_ids = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
+        self._stored_activity_ids = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM activities").fetchone()[0])
+        pending = Pending()
+        for seq, data in db.execute("SELECT seq, ops FROM journal ORDER BY seq"):
+            try:
+                pending.add(decode(bytes(data)))
+            except JournalError as error:
+                raise RuntimeError(f"{self.path}: journal row {seq} cannot be read ({error}); the file was written "
+                                   "by another version of durabletask or is damaged") from error
+            pending.commits += 1
+        if pending:
+            logger.info("folding %d journaled commit(s) of %s into its tables", pending.commits, self.path)
+            self._pending = pending
+            self._fold()
 
     def close(self) -> None:
         if self._db is not None:
+            try:
+                self._fold()
+            except sqlite3.Error as error:  # the journal keeps the commits; the next open folds them
+                logger.warning("could not fold the journal of %s on close: %s", self.path, error)
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA optimize")
             self._db.close()
             self._db = None
 
     def load(self, hub: str) -> HubSnapshot:
+        self._fold()
         db = self.db
         snapshot = HubSnapshot()
         cursor = db.execute(f"SELECT {', '.join(INSTANCE_COLUMNS)} FROM instances WHERE hub = ?", (hub,))
@@ -234,62 +285,138 @@ class SqliteStore(Store):
         cursor = self.db.execute(
             "SELECT event FROM history WHERE hub = ? AND instance_id = ? ORDER BY seq", (hub, instance_id)
         )
-        return [bytes(row[0]) for row in cursor]
+        return self._pending.history_of((hub, instance_id), [bytes(row[0]) for row in cursor])
 
     def max_ids(self) -> tuple[int, int]:
-        message_id = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
-        activity_id = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM activities").fetchone()[0]
-        return int(message_id), int(activity_id)
+        self._fold()
+        return self._stored_message_ids, self._stored_activity_ids
+
+    # -- writes
 
     def apply(self, batches: Sequence[Batch]) -> list[BaseException | None]:
-        """Commit all batches in one transaction; if that fails, commit them one by one."""
+        """Journal all valid batches in one commit; a batch that breaks a rule fails alone and leaves no trace."""
         if not batches:
             return []
-        db = self.db
+        lengths: dict[Key, int] = {}
+        new_ids: tuple[set[int], set[int]] = (set(), set())
+        errors: list[BaseException | None] = [self._check(batch, lengths, new_ids) for batch in batches]
+        good = [batch for batch, error in zip(batches, errors, strict=True) if error is None]
+        if not good:
+            return errors
+        data = encode(op for batch in good for op in batch.ops)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for batch in batches:
-                    self._write(db, batch)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return [None] * len(batches)
+            self.db.execute("INSERT INTO journal (ops) VALUES (?)", (data,))  # autocommit: one transaction
         except sqlite3.Error as error:
-            if len(batches) == 1:
-                logger.error("a write to %s failed: %s", self.path, error)
-                return [error]
-        results: list[BaseException | None] = []
-        for batch in batches:
-            results.extend(self.apply([batch]))
-        return results
+            logger.error("a write to %s failed: %s", self.path, error)
+            return [error if e is None else e for e in errors]
+        pending = self._pending
+        for batch in good:
+            pending.add(batch.ops)
+        pending.commits += 1
+        pending.size += len(data)
+        if len(self._lengths) > _LENGTHS_KEPT:
+            self._lengths.clear()
+        self._lengths.update(lengths)
+        if pending.commits >= self._fold_at[0] or pending.size >= self._fold_at[1]:
+            try:
+                self._fold()
+            except sqlite3.Error as error:  # the commits are safe in the journal; try again later
+                logger.error("could not fold the journal of %s into its tables: %s", self.path, error)
+                self._fold_at = (pending.commits + self.fold_commits, pending.size + self.fold_bytes)
+        return errors
 
-    @staticmethod
-    def _write(db: sqlite3.Connection, batch: Batch) -> None:
+    def _check(self, batch: Batch, lengths: dict[Key, int], new_ids: tuple[set[int], set[int]]) -> ValueError | None:
+        """Whether a batch keeps the rules (history appended in order, ids unused); if so, note its effect.
+
+        ``lengths`` and ``new_ids`` carry the effect of the batches before it in the same commit.
+        """
+        mine: dict[Key, int] = {}
+        messages: set[int] = set()
+        activities: set[int] = set()
         for op in batch.ops:
             if isinstance(op, AppendHistory):
-                db.executemany(_APPEND_HISTORY, [
-                    (op.hub, op.instance_id, op.first_seq + i, event) for i, event in enumerate(op.events)
-                ])
+                key = (op.hub, op.instance_id)
+                have = mine[key] if key in mine else self._history_length(key, lengths)
+                if op.first_seq != have:
+                    return ValueError(f"history of {key} has {have} events; cannot append at {op.first_seq}")
+                mine[key] = have + len(op.events)
+            elif isinstance(op, (ClearHistory, DeleteInstance)):
+                mine[(op.hub, op.instance_id)] = 0
             elif isinstance(op, PutMessage):
-                db.execute(_PUT_MESSAGE, op.message.row())
-            elif isinstance(op, DeleteMessages):
-                db.executemany(_DELETE_MESSAGE, [(i,) for i in op.ids])
-            elif isinstance(op, PutInstance):
-                db.execute(_PUT_INSTANCE, op.record.row())
+                message_id = op.message.id
+                if message_id in messages or message_id in new_ids[0] or self._message_exists(message_id):
+                    return ValueError(f"message {message_id} already exists")
+                messages.add(message_id)
             elif isinstance(op, PutActivity):
-                db.execute(_PUT_ACTIVITY, op.activity.row())
-            elif isinstance(op, DeleteActivity):
-                db.execute(_DELETE_ACTIVITY, (op.activity_id,))
-            elif isinstance(op, ClearHistory):
-                db.execute(_CLEAR_HISTORY, (op.hub, op.instance_id))
-            elif isinstance(op, DeleteInstance):
+                activity_id = op.activity.id
+                if activity_id in activities or activity_id in new_ids[1] or self._activity_exists(activity_id):
+                    return ValueError(f"activity {activity_id} already exists")
+                activities.add(activity_id)
+        lengths.update(mine)
+        new_ids[0].update(messages)
+        new_ids[1].update(activities)
+        return None
+
+    def _history_length(self, key: Key, lengths: dict[Key, int]) -> int:
+        if key in lengths:
+            return lengths[key]
+        known = self._lengths.get(key)
+        if known is not None:
+            return known
+        tail = self._pending.history.get(key)
+        if tail is not None:
+            return tail.first_seq + len(tail.events)
+        row = self.db.execute("SELECT COUNT(*) FROM history WHERE hub = ? AND instance_id = ?", key).fetchone()
+        return int(row[0])
+
+    def _message_exists(self, message_id: int) -> bool:
+        pending = self._pending
+        if message_id in pending.messages:
+            return True
+        if message_id > self._stored_message_ids or message_id in pending.message_deletes:
+            return False
+        return self.db.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is not None
+
+    def _activity_exists(self, activity_id: int) -> bool:
+        pending = self._pending
+        if activity_id in pending.activities:
+            return True
+        if activity_id > self._stored_activity_ids or activity_id in pending.activity_deletes:
+            return False
+        return self.db.execute("SELECT 1 FROM activities WHERE id = ?", (activity_id,)).fetchone() is not None
+
+    def _fold(self) -> None:
+        """Write the journal's net effect into the tables and empty the journal, in one transaction."""
+        pending = self._pending
+        if not pending:
+            return
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for key in pending.cascades:
                 for statement in _DELETE_INSTANCE:
-                    db.execute(statement, (op.hub, op.instance_id))
-            elif isinstance(op, PutEntity):
-                db.execute(_PUT_ENTITY, op.record.row())
-            elif isinstance(op, DeleteEntity):
-                db.execute(_DELETE_ENTITY, (op.hub, op.instance_id))
-            else:  # pragma: no cover - a programming error in the engine
-                raise TypeError(f"unknown store operation {op!r}")
+                    db.execute(statement, key)
+            for key, tail in pending.history.items():
+                if tail.cleared and key not in pending.cascades:
+                    db.execute(_CLEAR_HISTORY, key)
+            db.executemany(_APPEND_HISTORY, [
+                (hub, instance_id, tail.first_seq + i, event)
+                for (hub, instance_id), tail in pending.history.items() for i, event in enumerate(tail.events)
+            ])
+            db.executemany(_DELETE_MESSAGE, [(i,) for i in pending.message_deletes])
+            db.executemany(_PUT_MESSAGE, pending.messages.values())
+            db.executemany(_DELETE_ACTIVITY, [(i,) for i in pending.activity_deletes])
+            db.executemany(_PUT_ACTIVITY, pending.activities.values())
+            db.executemany(_PUT_INSTANCE, [row for row in pending.instances.values() if row is not None])
+            db.executemany(_PUT_ENTITY, [row for row in pending.entities.values() if row is not None])
+            db.executemany(_DELETE_ENTITY, [key for key, row in pending.entities.items() if row is None])
+            db.execute("DELETE FROM journal")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._stored_message_ids = max(self._stored_message_ids, max(pending.messages, default=0))
+        self._stored_activity_ids = max(self._stored_activity_ids, max(pending.activities, default=0))
+        self._pending = Pending()
+        self._fold_at = (self.fold_commits, self.fold_bytes)
+        self.folds += 1
