@@ -292,9 +292,8 @@ class AsyncTaskHubGrpcClient(_ClientBase):
 
     async def _run(self, op: ops.Op[T]) -> T:
         if self._stub is None:
-            self._channel = async_channel(self._host_address, self._secure_channel,
-                                          with_metadata(self._metadata, self._interceptors, asynchronous=True),
-                                          self._channel_options)
+            self._channel = async_channel(self._host_address, self._secure_channel, self._interceptors,
+                                          self._channel_options, metadata=self._metadata)
             self._stub = sidecar_stub(self._channel)
         return await ops.run_async(self._stub, op)
 

@@ -2,11 +2,18 @@
 
 ``https://`` or ``grpcs://`` means TLS, ``http://`` or ``grpc://`` plaintext; a bare
 ``host:port`` follows ``secure_channel``. Extra metadata is added to every call by an
-interceptor, for sync and asyncio channels alike.
+interceptor on grpc channels, and by the channel itself on the SDK's own HTTP/2 transport.
+
+Asyncio channels use the SDK's own HTTP/2 client (`h2_channel.H2Channel`) where it honours
+everything asked for (cleartext ``host:port``, no interceptors, no channel options other than
+the message size limits) and ``grpc.aio`` otherwise; ``DURABLETASK_GRPC_TRANSPORT=grpcio``
+forces ``grpc.aio``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -15,8 +22,13 @@ import grpc.aio
 
 from durabletask.grpc_options import GrpcChannelOptions
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from durabletask.internal.grpc.h2_channel import H2Channel, split_target
+
+logger = logging.getLogger("durabletask.grpc")
 
 DEFAULT_HOST_ADDRESS = "localhost:4001"
+TRANSPORT_VARIABLE = "DURABLETASK_GRPC_TRANSPORT"
+_OWN_TRANSPORT_OPTIONS = frozenset({"grpc.max_receive_message_length", "grpc.max_send_message_length"})
 _SECURE = ("https://", "grpcs://")
 _INSECURE = ("http://", "grpc://")
 
@@ -74,15 +86,51 @@ def sync_channel(host_address: str | None, secure_channel: bool = False,
 
 def async_channel(host_address: str | None, secure_channel: bool = False,
                   interceptors: Sequence[Any] | None = None,
-                  channel_options: GrpcChannelOptions | None = None) -> grpc.aio.Channel:
-    """An asyncio channel, with ``interceptors`` applied in order."""
+                  channel_options: GrpcChannelOptions | None = None,
+                  metadata: Metadata | None = None) -> grpc.aio.Channel:
+    """An asyncio channel adding ``metadata`` to every call, with ``interceptors`` applied in order.
+
+    The SDK's own HTTP/2 transport when `own_transport_refusal` finds nothing against it, else ``grpc.aio``.
+    """
     target = parse_host_address(host_address, secure_channel)
     options = _options(channel_options)
-    chain = list(interceptors) if interceptors else None
+    refusal = own_transport_refusal(target, interceptors, options)
+    if refusal is None:
+        limits = dict(options)
+        logger.debug("gRPC transport for %s: durabletask's own HTTP/2 client", target.address)
+        return H2Channel(target.address, metadata=metadata or (),
+                         max_receive_message_length=limits.get("grpc.max_receive_message_length"),
+                         max_send_message_length=limits.get("grpc.max_send_message_length"))
+    logger.debug("gRPC transport for %s: grpc.aio (%s)", target.address, refusal)
+    chain = with_metadata(metadata, interceptors, asynchronous=True) or None
     if target.secure:
         return grpc.aio.secure_channel(target.address, grpc.ssl_channel_credentials(), options=options,
                                        interceptors=chain)
     return grpc.aio.insecure_channel(target.address, options=options, interceptors=chain)
+
+
+def own_transport_refusal(target: Target, interceptors: Sequence[Any] | None,
+                          options: Sequence[tuple[str, Any]]) -> str | None:
+    """Why an asyncio channel to ``target`` must use ``grpc.aio``, or None if the SDK's own transport can serve it."""
+    choice = os.environ.get(TRANSPORT_VARIABLE, "").strip().lower()
+    if choice == "grpcio":
+        return f"{TRANSPORT_VARIABLE}=grpcio"
+    if choice not in ("", "auto", "h2"):
+        logger.warning("%s=%r is not known (use 'grpcio' to force grpc.aio, or 'auto'); using 'auto'",
+                       TRANSPORT_VARIABLE, choice)
+    if target.secure:
+        return "TLS"
+    if interceptors:
+        return "interceptors"
+    others = sorted({name for name, _ in options} - _OWN_TRANSPORT_OPTIONS)
+    if others:
+        return f"channel options {', '.join(others)}"
+    for name, value in options:
+        if not isinstance(value, int):
+            return f"channel option {name}={value!r}"
+    if split_target(target.address) is None:
+        return f"target {target.address!r} is not host:port"
+    return None
 
 
 class CallDetails(NamedTuple):

@@ -1,4 +1,4 @@
-"""HTTP/2 frame layout and constants (RFC 9113), and the building of the frames the server sends."""
+"""HTTP/2 frame layout and constants (RFC 9113), and the building of the frames servers and clients send."""
 
 from __future__ import annotations
 
@@ -24,18 +24,29 @@ END_HEADERS = 0x4
 PADDED = 0x8
 PRIORITY_FLAG = 0x20
 
-# Error codes the server sends.
+# Error codes (RST_STREAM and GOAWAY).
 NO_ERROR = 0x0
 PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
 FLOW_CONTROL_ERROR = 0x3
+SETTINGS_TIMEOUT = 0x4
+STREAM_CLOSED = 0x5
 FRAME_SIZE_ERROR = 0x6
 REFUSED_STREAM = 0x7
+CANCEL = 0x8
 COMPRESSION_ERROR = 0x9
+CONNECT_ERROR = 0xA
+ENHANCE_YOUR_CALM = 0xB
+INADEQUATE_SECURITY = 0xC
+HTTP_1_1_REQUIRED = 0xD
 
-# Settings the server reads or sends.
+# Settings.
+SETTINGS_HEADER_TABLE_SIZE = 0x1
 SETTINGS_ENABLE_PUSH = 0x2
+SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 SETTINGS_MAX_FRAME_SIZE = 0x5
+SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
 
 DEFAULT_WINDOW = 65_535
 MAX_WINDOW = 2**31 - 1
@@ -90,3 +101,23 @@ def parse_error_code(payload: bytes) -> int:
 
 def goaway(last_stream_id: int, code: int, debug: str = "") -> bytes:
     return frame(GOAWAY, 0, 0, _GOAWAY.pack(last_stream_id, code) + debug.encode("utf-8", "replace"))
+
+
+def parse_goaway(payload: bytes) -> tuple[int, int, bytes]:
+    """``(last stream id, error code, debug data)`` of a GOAWAY payload (at least 8 bytes)."""
+    last_stream_id, code = _GOAWAY.unpack_from(payload, 0)
+    return int(last_stream_id) & 0x7FFF_FFFF, int(code), bytes(payload[8:])
+
+
+def header_frames(stream_id: int, block: bytes, max_frame: int, *, end_stream: bool) -> list[bytes]:
+    """A header block as HEADERS (plus CONTINUATION frames when it is larger than ``max_frame``)."""
+    flags = END_STREAM if end_stream else 0
+    if len(block) <= max_frame:
+        return [head(HEADERS, flags | END_HEADERS, stream_id, len(block)), block]
+    out = [head(HEADERS, flags, stream_id, max_frame), block[:max_frame]]
+    pos = max_frame
+    while pos < len(block):
+        chunk = block[pos:pos + max_frame]
+        pos += len(chunk)
+        out += [head(CONTINUATION, END_HEADERS if pos >= len(block) else 0, stream_id, len(chunk)), chunk]
+    return out

@@ -4,8 +4,9 @@
 table size updates, Huffman-coded strings. It keeps the connection's dynamic table, so every
 header block of a connection must go through the same decoder, in order, even for refused streams.
 
-The server's own header blocks use `literal` (literal without indexing, plain strings): decoders
-need no state for them, and the common blocks are built once and reused as bytes.
+The server's own header blocks, and the SDK client's, use `literal` and `literal_indexed_name`
+(literals without indexing, plain strings): decoders need no state for them, and the common blocks
+are built once and reused as bytes.
 """
 
 from __future__ import annotations
@@ -210,3 +211,19 @@ def literal(name: str, value: str) -> bytes:
     raw_name = name.encode("latin-1")
     raw_value = value.encode("latin-1")
     return b"\x00" + integer(len(raw_name), 7) + raw_name + integer(len(raw_value), 7) + raw_value
+
+
+def literal_indexed_name(index: int, value: str) -> bytes:
+    """A literal field without indexing whose name is static table entry ``index`` (1-based)."""
+    raw_value = value.encode("latin-1")
+    return integer(index, 4) + integer(len(raw_value), 7) + raw_value
+
+
+def indexed(index: int) -> bytes:
+    """A field that is static table entry ``index`` (name and value), such as 3 for ``:method: POST``."""
+    return integer(index, 7, 0x80)
+
+
+def table_size_update(size: int) -> bytes:
+    """A dynamic table size update (RFC 7541, 6.3), sent at the start of a header block."""
+    return integer(size, 5, 0x20)
