@@ -18,21 +18,17 @@ this module only, with a leading format byte.
 from __future__ import annotations
 
 import marshal
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from durabletask.emulator.store.base import (
-    ActivityRecord,
     AppendHistory,
     ClearHistory,
     DeleteActivity,
     DeleteEntity,
     DeleteInstance,
     DeleteMessages,
-    EntityRecord,
-    InstanceRecord,
-    Message,
     Op,
     PutActivity,
     PutEntity,
@@ -47,81 +43,69 @@ FORMAT = 1
 _MARSHAL_VERSION = 4
 
 # Operation tags in the encoding (stable: they are on disk).
-_PUT_INSTANCE, _DELETE_INSTANCE, _APPEND_HISTORY, _CLEAR_HISTORY = 0, 1, 2, 3
-_PUT_MESSAGE, _DELETE_MESSAGES, _PUT_ACTIVITY, _DELETE_ACTIVITY, _PUT_ENTITY, _DELETE_ENTITY = 4, 5, 6, 7, 8, 9
+PUT_INSTANCE, DELETE_INSTANCE, APPEND_HISTORY, CLEAR_HISTORY = 0, 1, 2, 3
+PUT_MESSAGE, DELETE_MESSAGES, PUT_ACTIVITY, DELETE_ACTIVITY, PUT_ENTITY, DELETE_ENTITY = 4, 5, 6, 7, 8, 9
+
+Entry = tuple[Any, ...]
+"""One operation as it is journaled: its tag, then plain values (rows as tuples)."""
 
 
 class JournalError(Exception):
     """A journal row cannot be read back."""
 
 
-def encode(ops: Iterable[Op]) -> bytes:
-    """The operations of one commit as one journal row."""
-    out: list[tuple[Any, ...]] = []
-    for op in ops:
-        if isinstance(op, AppendHistory):
-            out.append((_APPEND_HISTORY, op.hub, op.instance_id, op.first_seq, op.events))
-        elif isinstance(op, PutMessage):
-            out.append((_PUT_MESSAGE, op.message.row()))
-        elif isinstance(op, DeleteMessages):
-            out.append((_DELETE_MESSAGES, op.ids))
-        elif isinstance(op, PutInstance):
-            out.append((_PUT_INSTANCE, op.record.row()))
-        elif isinstance(op, PutActivity):
-            out.append((_PUT_ACTIVITY, op.activity.row()))
-        elif isinstance(op, DeleteActivity):
-            out.append((_DELETE_ACTIVITY, op.activity_id))
-        elif isinstance(op, ClearHistory):
-            out.append((_CLEAR_HISTORY, op.hub, op.instance_id))
-        elif isinstance(op, DeleteInstance):
-            out.append((_DELETE_INSTANCE, op.hub, op.instance_id))
-        elif isinstance(op, PutEntity):
-            out.append((_PUT_ENTITY, op.record.row()))
-        elif isinstance(op, DeleteEntity):
-            out.append((_DELETE_ENTITY, op.hub, op.instance_id))
-        else:  # pragma: no cover - a programming error in the engine
-            raise TypeError(f"unknown store operation {op!r}")
-    return bytes((FORMAT,)) + marshal.dumps(out, _MARSHAL_VERSION)
+def entry(op: Op) -> Entry:
+    """An operation in its journaled form (the most frequent kinds first)."""
+    kind = type(op)
+    o: Any = op  # narrowed by ``kind`` below, which mypy cannot follow
+    if kind is PutInstance:
+        return (PUT_INSTANCE, o.record.row())
+    if kind is AppendHistory:
+        return (APPEND_HISTORY, o.hub, o.instance_id, o.first_seq, o.events)
+    if kind is PutMessage:
+        return (PUT_MESSAGE, o.message.row())
+    if kind is DeleteMessages:
+        return (DELETE_MESSAGES, o.ids)
+    if kind is PutActivity:
+        return (PUT_ACTIVITY, o.activity.row())
+    if kind is DeleteActivity:
+        return (DELETE_ACTIVITY, o.activity_id)
+    if kind is ClearHistory:
+        return (CLEAR_HISTORY, o.hub, o.instance_id)
+    if kind is DeleteInstance:
+        return (DELETE_INSTANCE, o.hub, o.instance_id)
+    if kind is PutEntity:
+        return (PUT_ENTITY, o.record.row())
+    if kind is DeleteEntity:
+        return (DELETE_ENTITY, o.hub, o.instance_id)
+    raise TypeError(f"unknown store operation {op!r}")  # pragma: no cover - a programming error in the engine
 
 
-def decode(data: bytes) -> list[Op]:
-    """The operations of a journal row.
+def encode(entries: list[Entry]) -> bytes:
+    """The entries of one commit as one journal row."""
+    return bytes((FORMAT,)) + marshal.dumps(entries, _MARSHAL_VERSION)
+
+
+def decode(data: bytes) -> list[Entry]:
+    """The entries of a journal row.
 
     Raises:
-        JournalError: the row is not in a format this version writes.
+        JournalError: the row is not in a format this version writes, or is damaged.
     """
     if not data or data[0] != FORMAT:
         raise JournalError(f"unknown journal format {data[:1]!r}")
     try:
-        items = marshal.loads(data[1:])
-        return [_op(item) for item in items]
-    except (ValueError, EOFError, TypeError, IndexError, KeyError) as error:
+        entries = marshal.loads(data[1:])
+    except (ValueError, EOFError, TypeError) as error:
         raise JournalError(f"a journal row is damaged: {error}") from error
+    if not isinstance(entries, list) or not all(isinstance(e, tuple) and e and e[0] in _SIZES
+                                                 and len(e) == _SIZES[e[0]] for e in entries):
+        raise JournalError("a journal row holds something other than store operations")
+    return entries
 
 
-def _op(item: Sequence[Any]) -> Op:
-    tag = item[0]
-    if tag == _APPEND_HISTORY:
-        return AppendHistory(item[1], item[2], item[3], list(item[4]))
-    if tag == _PUT_MESSAGE:
-        return PutMessage(Message.from_row(item[1]))
-    if tag == _DELETE_MESSAGES:
-        return DeleteMessages(list(item[1]))
-    if tag == _PUT_INSTANCE:
-        return PutInstance(InstanceRecord.from_row(item[1]))
-    if tag == _PUT_ACTIVITY:
-        return PutActivity(ActivityRecord.from_row(item[1]))
-    if tag == _DELETE_ACTIVITY:
-        return DeleteActivity(item[1])
-    if tag == _CLEAR_HISTORY:
-        return ClearHistory(item[1], item[2])
-    if tag == _DELETE_INSTANCE:
-        return DeleteInstance(item[1], item[2])
-    if tag == _PUT_ENTITY:
-        return PutEntity(EntityRecord.from_row(item[1]))
-    if tag == _DELETE_ENTITY:
-        return DeleteEntity(item[1], item[2])
-    raise ValueError(f"unknown operation tag {tag!r}")
+_SIZES = {PUT_INSTANCE: 2, DELETE_INSTANCE: 3, APPEND_HISTORY: 5, CLEAR_HISTORY: 3, PUT_MESSAGE: 2,
+          DELETE_MESSAGES: 2, PUT_ACTIVITY: 2, DELETE_ACTIVITY: 2, PUT_ENTITY: 2, DELETE_ENTITY: 3}
 
 
 @dataclass
@@ -161,38 +145,40 @@ class Pending:
     def __bool__(self) -> bool:
         return self.commits > 0
 
-    def add(self, ops: Iterable[Op]) -> None:
-        for op in ops:
-            if isinstance(op, AppendHistory):
-                key = (op.hub, op.instance_id)
+    def add(self, entries: Iterable[Entry]) -> None:
+        """Apply journal entries, in order."""
+        for e in entries:
+            tag = e[0]
+            if tag == PUT_INSTANCE:
+                row = e[1]
+                self.instances[(row[0], row[1])] = row
+            elif tag == APPEND_HISTORY:
+                key = (e[1], e[2])
                 tail = self.history.get(key)
                 if tail is None:
-                    self.history[key] = HistoryTail(False, op.first_seq, list(op.events))
+                    self.history[key] = HistoryTail(False, e[3], list(e[4]))
                 else:
-                    tail.events.extend(op.events)
-            elif isinstance(op, PutMessage):
-                self.messages[op.message.id] = op.message.row()
-            elif isinstance(op, DeleteMessages):
-                for message_id in op.ids:
+                    tail.events.extend(e[4])
+            elif tag == PUT_MESSAGE:
+                self.messages[e[1][0]] = e[1]
+            elif tag == DELETE_MESSAGES:
+                for message_id in e[1]:
                     if self.messages.pop(message_id, None) is None:
                         self.message_deletes.add(message_id)
-            elif isinstance(op, PutInstance):
-                self.instances[(op.record.hub, op.record.instance_id)] = op.record.row()
-            elif isinstance(op, PutActivity):
-                self.activities[op.activity.id] = op.activity.row()
-            elif isinstance(op, DeleteActivity):
-                if self.activities.pop(op.activity_id, None) is None:
-                    self.activity_deletes.add(op.activity_id)
-            elif isinstance(op, ClearHistory):
-                self.history[(op.hub, op.instance_id)] = HistoryTail(True, 0, [])
-            elif isinstance(op, DeleteInstance):
-                self._delete_instance((op.hub, op.instance_id))
-            elif isinstance(op, PutEntity):
-                self.entities[(op.record.hub, op.record.instance_id)] = op.record.row()
-            elif isinstance(op, DeleteEntity):
-                self.entities[(op.hub, op.instance_id)] = None
-            else:  # pragma: no cover - a programming error in the engine
-                raise TypeError(f"unknown store operation {op!r}")
+            elif tag == PUT_ACTIVITY:
+                self.activities[e[1][0]] = e[1]
+            elif tag == DELETE_ACTIVITY:
+                if self.activities.pop(e[1], None) is None:
+                    self.activity_deletes.add(e[1])
+            elif tag == CLEAR_HISTORY:
+                self.history[(e[1], e[2])] = HistoryTail(True, 0, [])
+            elif tag == DELETE_INSTANCE:
+                self._delete_instance((e[1], e[2]))
+            elif tag == PUT_ENTITY:
+                row = e[1]
+                self.entities[(row[0], row[1])] = row
+            elif tag == DELETE_ENTITY:
+                self.entities[(e[1], e[2])] = None
 
     def _delete_instance(self, key: Key) -> None:
         self.instances[key] = None

@@ -25,24 +25,20 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from durabletask.emulator.store import journal
 from durabletask.emulator.store.base import (
     ENTITY_COLUMNS,
     INSTANCE_COLUMNS,
     ActivityRecord,
-    AppendHistory,
     Batch,
-    ClearHistory,
-    DeleteInstance,
     EntityRecord,
     HubSnapshot,
     InstanceRecord,
     Message,
-    PutActivity,
-    PutMessage,
     Store,
     history_in_memory,
 )
-from durabletask.emulator.store.journal import JournalError, Key, Pending, decode, encode
+from durabletask.emulator.store.journal import Entry, JournalError, Key, Pending
 
 logger = logging.getLogger("durabletask.emulator.store")
 
@@ -229,7 +225,7 @@ class SqliteStore(Store):
         pending = Pending()
         for seq, data in db.execute("SELECT seq, ops FROM journal ORDER BY seq"):
             try:
-                pending.add(decode(bytes(data)))
+                pending.add(journal.decode(bytes(data)))
             except JournalError as error:
                 raise RuntimeError(f"{self.path}: journal row {seq} cannot be read ({error}); the file was written "
                                    "by another version of durabletask or is damaged") from error
@@ -299,19 +295,18 @@ class SqliteStore(Store):
             return []
         lengths: dict[Key, int] = {}
         new_ids: tuple[set[int], set[int]] = (set(), set())
-        errors: list[BaseException | None] = [self._check(batch, lengths, new_ids) for batch in batches]
-        good = [batch for batch, error in zip(batches, errors, strict=True) if error is None]
-        if not good:
+        entries: list[Entry] = []
+        errors: list[BaseException | None] = [self._entries(batch, lengths, new_ids, entries) for batch in batches]
+        if not entries:
             return errors
-        data = encode(op for batch in good for op in batch.ops)
+        data = journal.encode(entries)
         try:
             self.db.execute("INSERT INTO journal (ops) VALUES (?)", (data,))  # autocommit: one transaction
         except sqlite3.Error as error:
             logger.error("a write to %s failed: %s", self.path, error)
             return [error if e is None else e for e in errors]
         pending = self._pending
-        for batch in good:
-            pending.add(batch.ops)
+        pending.add(entries)
         pending.commits += 1
         pending.size += len(data)
         if len(self._lengths) > _LENGTHS_KEPT:
@@ -325,36 +320,43 @@ class SqliteStore(Store):
                 self._fold_at = (pending.commits + self.fold_commits, pending.size + self.fold_bytes)
         return errors
 
-    def _check(self, batch: Batch, lengths: dict[Key, int], new_ids: tuple[set[int], set[int]]) -> ValueError | None:
-        """Whether a batch keeps the rules (history appended in order, ids unused); if so, note its effect.
+    def _entries(self, batch: Batch, lengths: dict[Key, int], new_ids: tuple[set[int], set[int]],
+                 out: list[Entry]) -> ValueError | None:
+        """Add a batch's journal entries to ``out`` if it keeps the rules (history appended in order, ids
+        unused); otherwise add nothing and say what is wrong.
 
         ``lengths`` and ``new_ids`` carry the effect of the batches before it in the same commit.
         """
         mine: dict[Key, int] = {}
         messages: set[int] = set()
         activities: set[int] = set()
+        entries: list[Entry] = []
         for op in batch.ops:
-            if isinstance(op, AppendHistory):
-                key = (op.hub, op.instance_id)
+            e = journal.entry(op)
+            tag = e[0]
+            if tag == journal.APPEND_HISTORY:
+                key = (e[1], e[2])
                 have = mine[key] if key in mine else self._history_length(key, lengths)
-                if op.first_seq != have:
-                    return ValueError(f"history of {key} has {have} events; cannot append at {op.first_seq}")
-                mine[key] = have + len(op.events)
-            elif isinstance(op, (ClearHistory, DeleteInstance)):
-                mine[(op.hub, op.instance_id)] = 0
-            elif isinstance(op, PutMessage):
-                message_id = op.message.id
+                if e[3] != have:
+                    return ValueError(f"history of {key} has {have} events; cannot append at {e[3]}")
+                mine[key] = have + len(e[4])
+            elif tag == journal.PUT_MESSAGE:
+                message_id = e[1][0]
                 if message_id in messages or message_id in new_ids[0] or self._message_exists(message_id):
                     return ValueError(f"message {message_id} already exists")
                 messages.add(message_id)
-            elif isinstance(op, PutActivity):
-                activity_id = op.activity.id
+            elif tag == journal.PUT_ACTIVITY:
+                activity_id = e[1][0]
                 if activity_id in activities or activity_id in new_ids[1] or self._activity_exists(activity_id):
                     return ValueError(f"activity {activity_id} already exists")
                 activities.add(activity_id)
+            elif tag == journal.CLEAR_HISTORY or tag == journal.DELETE_INSTANCE:
+                mine[(e[1], e[2])] = 0
+            entries.append(e)
         lengths.update(mine)
         new_ids[0].update(messages)
         new_ids[1].update(activities)
+        out.extend(entries)
         return None
 
     def _history_length(self, key: Key, lengths: dict[Key, int]) -> int:
