@@ -68,6 +68,18 @@ def test_decoder_applies_table_size_updates_and_evicts() -> None:
         decoder.decode(b"\xbe")  # indexed field 62: the dynamic table is empty now
 
 
+def test_a_repeated_indexed_block_follows_the_dynamic_table() -> None:
+    decoder = Decoder()
+    decoder.decode(b"\x40\x03x-a\x011")  # literal with indexing: ("x-a", "1") becomes entry 62
+    assert decoder.decode(b"\xbe") == [("x-a", "1")]
+    assert decoder.decode(b"\xbe") == [("x-a", "1")]  # same bytes, same table: same fields
+    decoder.decode(b"\x40\x03x-b\x012")  # ("x-b", "2") is entry 62 now
+    assert decoder.decode(b"\xbe") == [("x-b", "2")]
+    decoder.decode(b"\x20")  # table size 0: both entries evicted
+    with pytest.raises(HpackError, match="index 62 does not exist"):
+        decoder.decode(b"\xbe")
+
+
 def test_decoder_refuses_truncated_and_oversized_input() -> None:
     with pytest.raises(HpackError, match="past the end"):
         Decoder().decode(b"\x40\x05ab")

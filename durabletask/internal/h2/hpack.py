@@ -82,6 +82,8 @@ _STATIC_LEN = len(STATIC_TABLE)
 DEFAULT_TABLE_SIZE = 4096
 _ENTRY_OVERHEAD = 32
 _HUFFMAN_CACHE_LIMIT = 512
+_BLOCK_CACHE_LIMIT = 256
+_BLOCK_CACHE_BYTES = 512
 
 
 class HpackError(ValueError):
@@ -97,9 +99,28 @@ class Decoder:
         self._size = 0
         self._dynamic: deque[tuple[str, str]] = deque()
         self._huffman_cache: dict[bytes, str] = {}
+        self._generation = 0  # changes whenever the dynamic table does
+        self._blocks: dict[bytes, tuple[int, list[tuple[str, str]]]] = {}
 
     def decode(self, block: bytes) -> list[tuple[str, str]]:
-        """The header fields of ``block``, in order; raises `HpackError`."""
+        """The header fields of ``block``, in order; raises `HpackError`.
+
+        A peer that indexes its headers sends the same few bytes for every call of a method, and
+        such a block means the same fields as long as the dynamic table is unchanged: those blocks
+        are decoded once.
+        """
+        cached = self._blocks.get(block)
+        if cached is not None and cached[0] == self._generation:
+            return list(cached[1])
+        generation = self._generation
+        headers = self._decode(block)
+        if self._generation == generation and len(block) <= _BLOCK_CACHE_BYTES:
+            if len(self._blocks) >= _BLOCK_CACHE_LIMIT:
+                self._blocks.clear()
+            self._blocks[block] = (generation, list(headers))
+        return headers
+
+    def _decode(self, block: bytes) -> list[tuple[str, str]]:
         headers: list[tuple[str, str]] = []
         pos = 0
         end = len(block)
@@ -123,6 +144,7 @@ class Decoder:
                     if size > self._limit:
                         raise HpackError(f"dynamic table size update to {size} exceeds the allowed {self._limit}")
                     self._max = size
+                    self._generation += 1
                     self._evict()
                 else:  # literal without indexing (0000) or never indexed (0001)
                     index, pos = _integer(block, pos, 0x0F)
@@ -165,6 +187,7 @@ class Decoder:
         return cached, end
 
     def _add(self, name: str, value: str) -> None:
+        self._generation += 1
         self._dynamic.appendleft((name, value))
         self._size += len(name) + len(value) + _ENTRY_OVERHEAD
         self._evict()
