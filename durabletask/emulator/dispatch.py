@@ -97,6 +97,8 @@ class WorkerStream:
         self.entity_leases: dict[str, EntityLease] = {}
         self.last_sent = wire.now()
         self.closed = False
+        self.sink: Callable[[bytes], bool] | None = None
+        """Writes a work item to the call at once if the transport can (else it goes through ``queue``)."""
 
     def __repr__(self) -> str:
         return f"<stream {self.id} of hub {self.hub.name!r} from {self.peer or '?'}>"
@@ -111,8 +113,11 @@ class WorkerStream:
         return self.max_entities <= 0 or len(self.entity_leases) < self.max_entities
 
     def send(self, item: bytes | None) -> None:
-        self.queue.put_nowait(item)
         self.last_sent = wire.now()
+        sink = self.sink
+        if item is not None and sink is not None and self.queue.empty() and sink(item):
+            return  # written without waking the handler (items queued earlier would go first)
+        self.queue.put_nowait(item)
 
 
 class Dispatcher:

@@ -164,6 +164,7 @@ class Service:
     async def GetWorkItems(self, request: pb.GetWorkItemsRequest, context: Any) -> AsyncIterator[bytes]:
         hub: HubState = await self._unary(context, _same)
         stream = self.engine.open_stream(hub, request, context.peer())
+        stream.sink = getattr(context, "send_now", None)  # the own HTTP/2 server writes items directly
         try:
             while True:
                 item = await stream.queue.get()

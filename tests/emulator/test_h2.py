@@ -126,13 +126,24 @@ class _Echo:
         for i in range(count):
             yield bytes([i % 256]) * size
 
+    async def pushed(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        """Like ``many``, but each message is first offered to ``send_now`` (what GetWorkItems does)."""
+        count, size = (int(x) for x in request.decode().split(","))
+        self.sent_now: list[bool] = []
+        for i in range(count):
+            message = bytes([i % 256]) * size
+            self.sent_now.append(context.send_now(message))
+            if not self.sent_now[-1]:
+                yield message
+
 
 def _routes(echo: _Echo) -> list[Route]:
     def route(name: str, behaviour: Any, streaming: bool = False) -> Route:
         return Route(path=f"/test.Echo/{name}", behaviour=behaviour, deserialize=bytes, serialize=bytes,
                      streaming=streaming, request_name="bytes")
     return [route("Echo", echo.echo), route("Fail", echo.fail), route("Slow", echo.slow),
-            route("Crash", echo.crash), route("WrongType", echo.wrong_type), route("Many", echo.many, streaming=True)]
+            route("Crash", echo.crash), route("WrongType", echo.wrong_type), route("Many", echo.many, streaming=True),
+            route("Pushed", echo.pushed, streaming=True)]
 
 
 @contextmanager
@@ -361,6 +372,22 @@ def test_streamed_data_waits_for_the_clients_window() -> None:
         frames = client.frames_until(1, f.HEADERS, f.END_STREAM)
         received += sum(len(p) for kind, _, sid, p in frames if kind == f.DATA and sid == 1)
         assert received == 3 * (2000 + 5)
+        assert _status(client, frames)["grpc-status"] == "0"
+        client.close()
+
+
+def test_messages_sent_now_keep_their_order_and_wait_for_the_window_like_yielded_ones() -> None:
+    with _serve() as (port, echo):
+        client = _RawClient(port, {f.SETTINGS_INITIAL_WINDOW_SIZE: 1000})
+        client.headers(1, "/test.Echo/Pushed", end_stream=False)
+        client.message(1, b"3,2000")
+        time.sleep(0.3)
+        assert echo.sent_now[0] is True  # nothing was waiting: written at once
+        client.sock.sendall(f.window_update(1, 10_000))
+        frames = client.frames_until(1, f.HEADERS, f.END_STREAM)
+        data = b"".join(p for kind, _, sid, p in frames if kind == f.DATA and sid == 1)
+        assert echo.sent_now[:2] == [True, False]  # the second found the first waiting for the window
+        assert data == b"".join(b"\x00" + (2000).to_bytes(4, "big") + bytes([i]) * 2000 for i in range(3))
         assert _status(client, frames)["grpc-status"] == "0"
         client.close()
 

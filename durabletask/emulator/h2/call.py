@@ -53,6 +53,18 @@ class Call:
         """The caller's address in gRPC's form, such as ``ipv4:127.0.0.1:50000``."""
         return self._stream.connection.peer
 
+    def send_now(self, message: bytes) -> bool:
+        """Write one message of a server-streaming answer now, unless something must go out first.
+
+        False when the call is over, its headers are not out yet, earlier data is waiting for a
+        flow-control window, or the socket is full: the handler then yields the message as usual.
+        """
+        stream = self._stream
+        if stream.ended or not stream.headers_sent or stream.outbox or stream.connection.paused:
+            return False
+        stream.connection.send_message(stream, message)
+        return True
+
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
         """End the call with ``code`` and ``details`` (raises, like ``grpc.aio``'s ``abort``)."""
         if code == grpc.StatusCode.OK:

@@ -113,7 +113,7 @@ class Connection(asyncio.BufferedProtocol):
         self._send_window = f.DEFAULT_WINDOW  # the connection's window for our DATA
         self._received = 0  # DATA bytes received since the last connection WINDOW_UPDATE
         self._blocked: dict[int, Stream] = {}  # streams with data waiting for a window
-        self._paused = False
+        self.paused = False
         self._resumed: asyncio.Future[None] | None = None
         self._going_away = False
         self._out: list[bytes] = []  # written at the end of the loop's turn (one send for many frames)
@@ -142,10 +142,10 @@ class Connection(asyncio.BufferedProtocol):
             self._resumed.set_result(None)
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.paused = False
         if self._resumed is not None and not self._resumed.done():
             self._resumed.set_result(None)
         self._resumed = None
@@ -405,8 +405,8 @@ class Connection(asyncio.BufferedProtocol):
             async for item in items:
                 if stream.ended:
                     break
-                self._send_message(stream, route.serialize(item))
-                if stream.outbox or self._paused:
+                self.send_message(stream, route.serialize(item))
+                if stream.outbox or self.paused:
                     await self._writable(stream)
         except (grpc.aio.AbortError, asyncio.CancelledError, Exception) as error:
             self._end_with_error(stream, route, call, error)
@@ -467,11 +467,12 @@ class Connection(asyncio.BufferedProtocol):
             return
         self._write(f.frame(f.HEADERS, f.END_HEADERS, stream.id, _RESPONSE_HEADERS))
         stream.headers_sent = True
-        self._send_message(stream, data)
+        self.send_message(stream, data)
         stream.trailers = trailers
         self._flush(stream)
 
-    def _send_message(self, stream: Stream, data: bytes) -> None:
+    def send_message(self, stream: Stream, data: bytes) -> None:
+        """Queue one length-prefixed message on a stream whose headers are out (sent as windows allow)."""
         stream.outbox += b"\x00" + len(data).to_bytes(4, "big")
         stream.outbox += data
         self._flush(stream)
@@ -495,7 +496,7 @@ class Connection(asyncio.BufferedProtocol):
             self._close(stream)
             return
         drained = stream.drained
-        if drained is not None and not self._paused:
+        if drained is not None and not self.paused:
             stream.drained = None
             if not drained.done():
                 drained.set_result(None)
@@ -505,7 +506,7 @@ class Connection(asyncio.BufferedProtocol):
         if stream.outbox:
             stream.drained = self.loop.create_future()
             await stream.drained
-        while self._paused and self._transport is not None:
+        while self.paused and self._transport is not None:
             if self._resumed is None:
                 self._resumed = self.loop.create_future()
             await self._resumed
