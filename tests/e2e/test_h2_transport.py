@@ -25,7 +25,7 @@ from durabletask.grpc_options import GrpcChannelOptions
 from durabletask.internal.grpc import channels
 from durabletask.internal.grpc.h2_channel import H2Channel
 from durabletask.internal.h2 import frames as f
-from durabletask.internal.h2.hpack import Decoder
+from durabletask.internal.h2.hpack import CachingDecoder, Decoder
 
 SERVERS = ("emulator", "grpcio")
 NON_ASCII = "naïve request: 100% wrong ✓"
@@ -210,6 +210,14 @@ def test_a_deadline_ends_the_call_and_reaches_the_handler(kind: str) -> None:
         async with raises(grpc.StatusCode.DEADLINE_EXCEEDED):
             await call.read()
         assert await call.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # a short deadline after a long one (the connection keeps one timer, at the earliest deadline)
+        long_call = asyncio.ensure_future(unary(channel, "Slow")(b"", timeout=20))
+        await asyncio.sleep(0.05)
+        began = time.monotonic()
+        async with raises(grpc.StatusCode.DEADLINE_EXCEEDED):
+            await unary(channel, "Slow")(b"", timeout=0.2)
+        assert time.monotonic() - began < 2 and not long_call.done()
+        long_call.cancel()
     run(kind, scenario)
 
 
@@ -492,6 +500,20 @@ def test_reset_streams_map_to_grpc_codes() -> None:
             seen.append(caught.value.code())
         assert seen == [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL]
     raw_run(script, scenario)
+
+
+def test_the_caching_decoder_agrees_with_the_plain_one_while_the_table_changes() -> None:
+    rng = random.Random(3)
+    encoder = reference_hpack.Encoder()
+    encoder.header_table_size = 200  # small: entries are evicted, so the same bytes come to mean other fields
+    plain, caching = Decoder(), CachingDecoder()
+    pool = [("grpc-status", str(i)) for i in range(5)] + [("x-v", "a" * i) for i in range(0, 60, 7)]
+    hits = 0
+    for _ in range(3000):
+        block = bytes(encoder.encode([rng.choice(pool) for _ in range(rng.randint(1, 3))], huffman=rng.random() < 0.5))
+        hits += block in caching._blocks
+        assert caching.decode(block) == plain.decode(block)
+    assert hits > 100  # and the cache was used
 
 
 # -- choosing the transport

@@ -77,6 +77,18 @@ def _error(code: grpc.StatusCode, details: str, trailers: list[tuple[str, str]] 
 
 def _timeout_field(timeout: float) -> bytes:
     """The ``grpc-timeout`` header: at most 8 digits, in the finest unit that fits, rounded up."""
+    field = _timeout_fields.get(timeout)
+    if field is None:
+        if len(_timeout_fields) >= _METADATA_CACHE_LIMIT:
+            _timeout_fields.clear()
+        field = _timeout_fields[timeout] = _encode_timeout(timeout)
+    return field
+
+
+_timeout_fields: dict[float, bytes] = {}  # the same few timeouts come back on every call
+
+
+def _encode_timeout(timeout: float) -> bytes:
     for unit, per_second in _TIMEOUT_UNITS:
         value = -int(-timeout * per_second // 1)
         if value < 100_000_000:
@@ -311,13 +323,17 @@ class UnaryUnaryMultiCallable:
                        credentials: Any = None, wait_for_ready: bool | None = None,
                        compression: grpc.Compression | None = None) -> Any:
         channel = self._channel
-        _refuse_credentials(credentials)
+        if credentials is not None:
+            _refuse_credentials(credentials)
         body, encoding = channel.body(self._serialize(request) if self._serialize else request, compression)
         block = channel.header_block(self._prefix, timeout, metadata, encoding)
-        connection = channel.usable_connection()
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        if connection is None:
+        connection = channel.connection
+        if connection is not None and connection.usable and connection.loop.is_running():
+            loop = connection.loop  # (the running loop: a channel serves the loop it first connected on)
+            deadline = None if timeout is None else loop.time() + timeout
+        else:
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
             connection = await channel.connect(deadline, wait_for_ready=wait_for_ready)
         stream = ClientStream(streaming=False, max_receive=channel.max_receive)
         waiter = stream.waiter = loop.create_future()
@@ -356,7 +372,8 @@ class UnaryStreamMultiCallable:
                  credentials: Any = None, wait_for_ready: bool | None = None,
                  compression: grpc.Compression | None = None) -> StreamCall:
         channel = self._channel
-        _refuse_credentials(credentials)
+        if credentials is not None:
+            _refuse_credentials(credentials)
         body, encoding = channel.body(self._serialize(request) if self._serialize else request, compression)
         block = channel.header_block(self._prefix, timeout, metadata, encoding)
         return StreamCall(channel, self._method, self._deserialize, block, body, timeout, wait_for_ready)
@@ -521,8 +538,8 @@ def _limit(value: int | None, default: int) -> int:
 
 
 def _refuse_credentials(credentials: Any) -> None:
-    if credentials is not None:
-        raise ValueError("per-call credentials need a TLS channel; durabletask's own HTTP/2 transport is cleartext")
+    raise ValueError(f"per-call credentials ({type(credentials).__name__}) need a TLS channel; durabletask's own "
+                     "HTTP/2 transport is cleartext")
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -41,6 +41,8 @@ _CLIENT_PREFACE = f.PREFACE + f.settings({
     f.SETTINGS_MAX_FRAME_SIZE: _OUR_MAX_FRAME,
 }) + f.window_update(0, f.MAX_WINDOW - f.DEFAULT_WINDOW)
 _MAX_HEADER_BLOCK = 1 << 20
+_NEVER = float("inf")
+_DEADLINE_SLACK = 1e-3  # a timer may fire up to the clock's resolution early
 
 
 class ProtocolError(Exception):
@@ -66,7 +68,7 @@ class Connection(asyncio.BufferedProtocol):
         self._rstart = 0  # unparsed bytes are _buf[_rstart:_rend]
         self._rend = 0
         self._frame_size = 9  # bytes the next frame needs in the buffer
-        self._decoder = hpack.Decoder()
+        self._decoder = hpack.CachingDecoder()
         self._header_block: tuple[int, int, bytearray] | None = None  # stream id, flags, fragments
         self._next_id = 1
         self._peer_window = f.DEFAULT_WINDOW  # initial window of each stream we send on
@@ -79,6 +81,8 @@ class Connection(asyncio.BufferedProtocol):
         self._table_update = b""  # a dynamic table size update owed at the start of the next header block
         self._out: list[bytes] = []
         self._closed_reason: str | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_at = _NEVER
 
     # -- asyncio.BufferedProtocol
 
@@ -94,6 +98,9 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self.usable = False
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         reason = self._closed_reason or (f"the connection to the server was lost: {exc}" if exc is not None
                                          else "the server closed the connection")
         self._fail_all(grpc.StatusCode.UNAVAILABLE, reason)
@@ -159,7 +166,9 @@ class Connection(asyncio.BufferedProtocol):
         """Send a request: ``block`` is its header block, ``body`` its length-prefixed message."""
         stream.connection = self
         if deadline is not None:
-            stream.timer = self.loop.call_at(deadline, self._deadline_passed, stream)
+            stream.deadline = deadline
+            if deadline < self._deadline_at:
+                self._arm_deadlines(deadline)
         if len(self.streams) >= self._peer_max_streams:
             self._queued.append((stream, block, body))
             return
@@ -254,9 +263,29 @@ class Connection(asyncio.BufferedProtocol):
     def _drop_queued(self, stream: ClientStream) -> None:
         self._queued = deque(queued for queued in self._queued if queued[0] is not stream)
 
-    def _deadline_passed(self, stream: ClientStream) -> None:
-        stream.timer = None
-        self._close_stream(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", reset=f.CANCEL)
+    def _arm_deadlines(self, when: float) -> None:
+        """One timer for the connection, at the earliest deadline: most calls end long before theirs, so
+        a call with a deadline costs a comparison, not a timer of its own."""
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_at = when
+        self._deadline_timer = self.loop.call_at(when, self._deadlines_due)
+
+    def _deadlines_due(self) -> None:
+        self._deadline_timer = None
+        self._deadline_at = _NEVER
+        now = self.loop.time() + _DEADLINE_SLACK
+        earliest = _NEVER
+        for stream in list(self.streams.values()) + [item[0] for item in self._queued]:
+            deadline = stream.deadline
+            if deadline is None:
+                continue
+            if deadline <= now:
+                self._close_stream(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", reset=f.CANCEL)
+            elif deadline < earliest:
+                earliest = deadline
+        if earliest < _NEVER and self._transport is not None:
+            self._arm_deadlines(earliest)
 
     def _fail_all(self, code: grpc.StatusCode, details: str) -> None:
         self.usable = False

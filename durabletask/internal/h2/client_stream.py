@@ -48,6 +48,7 @@ class ClientStream:
         "callbacks",
         "code",
         "connection",
+        "deadline",
         "details",
         "encoding",
         "ended",
@@ -63,7 +64,6 @@ class ClientStream:
         "remote_closed",
         "send_window",
         "streaming",
-        "timer",
         "trailers",
         "waiter",
     )
@@ -91,7 +91,7 @@ class ClientStream:
         self.code = OK
         self.details = ""
         self.locally_cancelled = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # loop time after which the call ends with DEADLINE_EXCEEDED
         self.callbacks: list[Callable[[], None]] | None = None
 
     def receive(self, view: memoryview, start: int, end: int) -> Problem | None:
@@ -165,9 +165,6 @@ class ClientStream:
         self.details = details
         self.body = b""
         self.pending = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
