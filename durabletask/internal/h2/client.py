@@ -68,7 +68,7 @@ class Connection(asyncio.BufferedProtocol):
         self._rstart = 0  # unparsed bytes are _buf[_rstart:_rend]
         self._rend = 0
         self._frame_size = 9  # bytes the next frame needs in the buffer
-        self._decoder = hpack.CachingDecoder()
+        self._decoder = hpack.Decoder()
         self._header_block: tuple[int, int, bytearray] | None = None  # stream id, flags, fragments
         self._next_id = 1
         self._peer_window = f.DEFAULT_WINDOW  # initial window of each stream we send on

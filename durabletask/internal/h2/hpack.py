@@ -250,35 +250,3 @@ def indexed(index: int) -> bytes:
 def table_size_update(size: int) -> bytes:
     """A dynamic table size update (RFC 7541, 6.3), sent at the start of a header block."""
     return integer(size, 5, 0x20)
-
-
-class CachingDecoder(Decoder):
-    """A `Decoder` that remembers the fields of recent header blocks while its dynamic table is unchanged.
-
-    A server answers every call with nearly the same header blocks (``:status 200``, content-type,
-    ``grpc-status 0``), and once its encoder has filled our dynamic table they are the same bytes
-    with the same meaning: decoding them again is wasted work. A block that changes the table
-    (an insertion, an eviction, a size update) is never served from or put into the cache.
-    The returned lists are shared: callers must not change them.
-    """
-
-    def __init__(self, max_table_size: int = DEFAULT_TABLE_SIZE) -> None:
-        super().__init__(max_table_size)
-        self._generation = 0  # bumped by every change of the dynamic table
-        self._blocks: dict[bytes, tuple[int, list[tuple[str, str]]]] = {}
-
-    def decode(self, block: bytes) -> list[tuple[str, str]]:
-        cached = self._blocks.get(block)
-        if cached is not None and cached[0] == self._generation:
-            return cached[1]
-        generation = self._generation
-        headers = super().decode(block)
-        if generation == self._generation:
-            if len(self._blocks) >= _HUFFMAN_CACHE_LIMIT:
-                self._blocks.clear()
-            self._blocks[block] = (generation, headers)
-        return headers
-
-    def _evict(self) -> None:  # called for every insertion and size update
-        self._generation += 1
-        super()._evict()
