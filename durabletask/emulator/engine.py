@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from durabletask.emulator import commands, entities, entity_queries, episode, queries, rewind, wire
 from durabletask.emulator.dispatch import Dispatcher, WorkerStream
@@ -148,19 +148,31 @@ class Engine:
 
     async def _run(self, hub: HubState, rule: Callable[..., T], *args: Any) -> T:
         """Run a rule in a transaction, commit it and wait until it is durable."""
+        result, durable = self._start(hub, rule, *args)
+        await durable
+        return result
+
+    def _start(self, hub: HubState, rule: Callable[..., T], *args: Any) -> tuple[T, asyncio.Future[None]]:
+        """Run a rule in a transaction and commit it; the future resolves once the changes are durable.
+
+        A rule that breaks an emulator rule raises before changing anything. One that fails half-way
+        gets a future that fails once the hub has been reloaded from storage.
+        """
         tx = Tx(self, hub, wire.now())
         try:
             result = rule(tx, *args)
-        except EmulatorError:
+        except EmulatorError as error:
             if tx.batch or tx.touched:  # pragma: no cover - rules raise before they change anything
-                await self._recover(hub)
+                return cast(T, None), asyncio.ensure_future(self._recover_and_raise(hub, error))
             raise
-        except Exception:
+        except Exception as error:
             logger.exception("a rule failed half-way; reloading task hub %r from storage", hub.name)
-            await self._recover(hub)
-            raise
-        await self.commit(tx)
-        return result
+            return cast(T, None), asyncio.ensure_future(self._recover_and_raise(hub, error))
+        return result, self.commit(tx)
+
+    async def _recover_and_raise(self, hub: HubState, error: Exception) -> None:
+        await self._recover(hub)
+        raise error
 
     def commit(self, tx: Tx) -> asyncio.Future[None]:
         """Make a transaction's changes take effect; the future resolves once they are durable."""
@@ -389,11 +401,18 @@ class Engine:
         self.dispatcher.close_stream(stream)
 
     async def complete_orchestration(self, hub: HubState, response: pb.OrchestratorResponse) -> None:
+        durable = self.complete_orchestration_now(hub, response)
+        if durable is not None:
+            await durable
+
+    def complete_orchestration_now(self, hub: HubState,
+                                   response: pb.OrchestratorResponse) -> asyncio.Future[None] | None:
+        """Apply an orchestrator's response; the future (if any) resolves once the episode is durable."""
         lease = self.dispatcher.find_orchestration(response.completionToken, response.instanceId)
         if lease is None or lease.hub is not hub:
             logger.info("ignored a completion for instance %r: its work item is no longer leased (token %r)",
                         response.instanceId, response.completionToken)
-            return
+            return None
         chunked = response.isPartial or lease.chunk_count > 0
         if response.HasField("chunkIndex") and response.chunkIndex.value != lease.chunk_count:
             raise InvalidArgument(f"expected chunk {lease.chunk_count} of the completion for "
@@ -404,11 +423,11 @@ class Engine:
             lease.chunks.extend(response.actions)
             lease.chunk_count += 1
             lease.deadline = wire.now() + self.dispatcher.lease_timeout
-            return
+            return None
         actions = lease.chunks + list(response.actions) if chunked else list(response.actions)
         if response.requiresHistory:
             self.dispatcher.release_orchestration(hub, lease, backoff=False)
-            return
+            return None
         try:
             episode.validate(response.instanceId, lease, actions)
         except InvalidArgument:
@@ -419,16 +438,22 @@ class Engine:
         if response.HasField("orchestrationTraceContext"):
             lease.instance.trace_context = response.orchestrationTraceContext.SerializeToString()
         custom_status = response.customStatus.value if response.HasField("customStatus") else None
-        await self._run(hub, episode.apply_episode, lease, actions, custom_status, lease.num_events_processed)
+        return self._start(hub, episode.apply_episode, lease, actions, custom_status, lease.num_events_processed)[1]
 
     async def complete_activity(self, hub: HubState, response: pb.ActivityResponse) -> None:
+        durable = self.complete_activity_now(hub, response)
+        if durable is not None:
+            await durable
+
+    def complete_activity_now(self, hub: HubState, response: pb.ActivityResponse) -> asyncio.Future[None] | None:
+        """Apply an activity's result; the future (if any) resolves once it is durable."""
         lease = self.dispatcher.find_activity(response.completionToken, response.instanceId, response.taskId)
         if lease is None or lease.hub is not hub:
             logger.info("ignored a result for activity %d of %r: its work item is no longer leased (token %r)",
                         response.taskId, response.instanceId, response.completionToken)
-            return
+            return None
         self.dispatcher.forget_activity(lease)
-        await self._run(hub, episode.apply_activity_result, lease, response)
+        return self._start(hub, episode.apply_activity_result, lease, response)[1]
 
     def abandon_orchestration(self, hub: HubState, token: str) -> None:
         lease = self.dispatcher.find_orchestration(token, "") if token else None

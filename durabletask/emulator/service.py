@@ -18,6 +18,7 @@ from google.protobuf import empty_pb2
 
 from durabletask.emulator.engine import Engine
 from durabletask.emulator.errors import EmulatorError
+from durabletask.emulator.h2.call import Call
 from durabletask.emulator.h2.server import Route
 from durabletask.emulator.state import HubState
 from durabletask.emulator.wire import history_chunk
@@ -27,13 +28,14 @@ logger = logging.getLogger("durabletask.emulator.service")
 
 SERVICE_NAME = "TaskHubSidecarService"
 HISTORY_CHUNK_EVENTS = 200
+_COMPLETED = pb.CompleteTaskResponse().SerializeToString()
 
 
 def _serialize(message: Any) -> bytes:
     return message if isinstance(message, bytes) else message.SerializeToString()
 
 
-def _hub_header(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+def _hub_header(context: grpc.aio.ServicerContext[Any, Any] | Call) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == "taskhub":
             return value if isinstance(value, str) else value.decode()
@@ -50,15 +52,22 @@ class Service:
                      call: Callable[[HubState], Awaitable[Any]]) -> Any:
         try:
             return await call(self.engine.hub(_hub_header(context)))
-        except EmulatorError as error:
-            await _abort(context, getattr(grpc.StatusCode, error.code), error.message)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as error:
-            if context.done():  # the caller is gone (deadline, cancel): nobody to answer
+            if not isinstance(error, EmulatorError) and context.done():  # the caller is gone: nobody to answer
                 raise asyncio.CancelledError from error
-            logger.exception("request failed")
-            await _abort(context, grpc.StatusCode.INTERNAL, f"the emulator failed to handle the request: {error!r}")
+            await _abort(context, *_status_of(error))
+
+    def _now(self, context: Call, start: Callable[[HubState], asyncio.Future[None] | None],
+             response: Any) -> tuple[asyncio.Future[None] | None, Any]:
+        """`_unary` for calls that need no task (the own HTTP/2 server's ``Route.immediate``): start the
+        change now; the server answers ``response`` once the returned future says it is durable."""
+        context.error_status = _status_of
+        try:
+            return start(self.engine.hub(_hub_header(context))), response
+        except Exception as error:
+            context.fail(*_status_of(error))
 
     # -- connectivity
 
@@ -182,6 +191,14 @@ class Service:
         await self._unary(context, lambda hub: self.engine.complete_activity(hub, request))
         return pb.CompleteTaskResponse()
 
+    def _complete_orchestration_now(self, request: pb.OrchestratorResponse,
+                                    context: Any) -> tuple[asyncio.Future[None] | None, Any]:
+        return self._now(context, lambda hub: self.engine.complete_orchestration_now(hub, request), _COMPLETED)
+
+    def _complete_activity_now(self, request: pb.ActivityResponse,
+                               context: Any) -> tuple[asyncio.Future[None] | None, Any]:
+        return self._now(context, lambda hub: self.engine.complete_activity_now(hub, request), _COMPLETED)
+
     async def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest,
                                               context: Any) -> pb.AbandonOrchestrationTaskResponse:
         await self._unary(context, lambda hub: _sync(self.engine.abandon_orchestration, hub, request.completionToken))
@@ -240,11 +257,16 @@ class Service:
     def routes(self) -> list[Route]:
         """Every method of the service, for the emulator's own HTTP/2 server."""
         routes = []
+        immediate: dict[str, Callable[[Any, Any], tuple[asyncio.Future[None] | None, Any]]] = {
+            "CompleteOrchestratorTask": self._complete_orchestration_now,
+            "CompleteActivityTask": self._complete_activity_now,
+        }
         for method in pb.DESCRIPTOR.services_by_name[SERVICE_NAME].methods:
             request_type = _message_class(method.input_type.full_name)
             routes.append(Route(path=f"/{SERVICE_NAME}/{method.name}", behaviour=getattr(self, method.name),
                                 deserialize=request_type.FromString, serialize=_serialize,
-                                streaming=method.server_streaming, request_name=method.input_type.full_name))
+                                streaming=method.server_streaming, request_name=method.input_type.full_name,
+                                immediate=immediate.get(method.name)))
         return routes
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -255,6 +277,14 @@ class Service:
             handlers[route.path.rsplit("/", 1)[1]] = make(
                 route.behaviour, request_deserializer=route.deserialize, response_serializer=route.serialize)
         return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+def _status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status a request ends with when the engine raised ``error`` (as `Service._unary` does)."""
+    if isinstance(error, EmulatorError):
+        return getattr(grpc.StatusCode, error.code), error.message
+    logger.error("request failed", exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"the emulator failed to handle the request: {error!r}"
 
 
 async def _abort(context: Any, code: grpc.StatusCode, message: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 import grpc
@@ -27,7 +28,7 @@ _NOT_METADATA = frozenset({"content-type", "te", "grpc-timeout", "grpc-encoding"
 class Call:
     """The context of one call, handed to the handler as its ``context`` argument."""
 
-    __slots__ = ("_metadata", "_stream", "code", "deadline", "details")
+    __slots__ = ("_metadata", "_stream", "code", "deadline", "details", "error_status")
 
     def __init__(self, stream: Stream, metadata: tuple[tuple[str, str | bytes], ...], deadline: float | None) -> None:
         self._stream = stream
@@ -36,6 +37,8 @@ class Call:
         """``time.monotonic()`` value after which the caller has given up, if it set a deadline."""
         self.code = grpc.StatusCode.OK
         self.details = ""
+        self.error_status: Callable[[BaseException], tuple[grpc.StatusCode, str]] | None = None
+        """For ``Route.immediate`` calls: the status to end with if the awaited future fails with an error."""
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         """The caller's metadata: ``(key, value)`` pairs, values of ``-bin`` keys as bytes."""
@@ -67,6 +70,10 @@ class Call:
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
         """End the call with ``code`` and ``details`` (raises, like ``grpc.aio``'s ``abort``)."""
+        self.fail(code, details)
+
+    def fail(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        """`abort` for code that does not await: records the status and raises ``grpc.aio.AbortError``."""
         if code == grpc.StatusCode.OK:
             raise ValueError("abort needs an error status code, not OK")
         self.code = code

@@ -381,10 +381,47 @@ class Connection(asyncio.BufferedProtocol):
             self._finish(stream, grpc.StatusCode.INVALID_ARGUMENT,
                          f"the request is not a valid {route.request_name} message: {error}")
             return
-        if route.streaming:
+        if route.immediate is not None:
+            self._run_immediate(stream, route, request, call)
+        elif route.streaming:
             stream.task = self.loop.create_task(self._run_streaming(stream, route, request, call))
         else:
             stream.task = self.loop.create_task(self._run_unary(stream, route, request, call))
+
+    def _run_immediate(self, stream: Stream, route: Route, request: Any, call: Call) -> None:
+        assert route.immediate is not None
+        try:
+            durable, response = route.immediate(request, call)
+        except (grpc.aio.AbortError, Exception) as error:
+            self._end_with_error(stream, route, call, error)
+            return
+        if durable is None:
+            self._respond(stream, route, call, response)
+        else:
+            durable.add_done_callback(lambda done: self._answer(stream, route, call, done, response))
+
+    def _answer(self, stream: Stream, route: Route, call: Call, done: asyncio.Future[Any], response: Any) -> None:
+        if stream.ended:
+            return
+        if done.cancelled():
+            self._finish(stream, grpc.StatusCode.CANCELLED, "the call was cancelled")
+            return
+        error = done.exception()
+        if error is None:
+            self._respond(stream, route, call, response)
+        elif call.error_status is not None and not isinstance(error, grpc.aio.AbortError):
+            self._finish(stream, *call.error_status(error))
+        else:
+            self._end_with_error(stream, route, call, error)
+
+    def _respond(self, stream: Stream, route: Route, call: Call, response: Any) -> None:
+        try:
+            data = route.serialize(response)
+        except Exception as error:
+            self._end_with_error(stream, route, call, error)
+            return
+        if not stream.ended:
+            self._write_response(stream, data)
 
     async def _run_unary(self, stream: Stream, route: Route, request: Any, call: Call) -> None:
         try:

@@ -39,6 +39,11 @@ class Route:
     serialize: Callable[[Any], bytes]
     streaming: bool
     request_name: str
+    immediate: Callable[[Any, Any], tuple[asyncio.Future[Any] | None, Any]] | None = None
+    """Optional synchronous form of a unary ``behaviour``, so that the call needs no task of its own:
+    ``(request, context)`` returns ``(durable, response)``, where ``response`` is sent once the future
+    ``durable`` (None: nothing to wait for) has a result; or it raises (``grpc.aio.AbortError`` after
+    ``context.fail`` for a status of its choosing)."""
 
 
 class GrpcServer:
