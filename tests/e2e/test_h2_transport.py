@@ -389,6 +389,8 @@ class RawServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
+        self.encoder = reference_hpack.Encoder()  # a connection's header compression starts afresh
+        self.decoder = Decoder()
         await reader.readexactly(len(f.PREFACE))
         writer.write(f.settings(self.settings))
         try:
@@ -484,6 +486,34 @@ def test_stream_limit_queues_calls_and_goaway_below_an_open_stream_fails_it() ->
         opened = [stream_id for kind, _, stream_id, _ in raw.received if kind == f.HEADERS]
         assert opened == [1, 3, 5]  # one at a time: the server allows one stream
     raw_run(script, scenario, settings={f.SETTINGS_MAX_CONCURRENT_STREAMS: 1})
+
+
+def test_a_protocol_error_ends_the_connection_and_the_next_call_opens_another() -> None:
+    answered: list[int] = []
+
+    async def script(raw: RawServer, stream_id: int) -> None:
+        answered.append(stream_id)
+        block = raw.headers([(":status", "200"), ("content-type", "application/grpc")])
+        if len(answered) == 1:  # a header block interrupted by DATA: a connection error
+            raw.send(f.frame(f.HEADERS, 0, stream_id, block[:2]), f.frame(f.DATA, 0, stream_id, _message(b"x")))
+            return
+        trailers = raw.headers([("grpc-status", "0")])
+        raw.send(f.frame(f.HEADERS, f.END_HEADERS, stream_id, block), f.frame(f.DATA, 0, stream_id, _message(b"ok")),
+                 f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream_id, trailers))
+
+    async def scenario(raw: RawServer, channel: H2Channel) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await unary(channel, "X")(b"q", timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL and "interrupted" in (caught.value.details() or "")
+        for _ in range(100):
+            if any(kind == f.GOAWAY and f.parse_goaway(payload)[1] == f.PROTOCOL_ERROR
+                   for kind, _, _, payload in raw.received):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"no GOAWAY (PROTOCOL_ERROR) reached the server: {raw.received}")
+        assert await unary(channel, "X")(b"q", timeout=5) == b"ok"
+    raw_run(script, scenario)
 
 
 def test_reset_streams_map_to_grpc_codes() -> None:

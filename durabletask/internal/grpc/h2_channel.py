@@ -5,7 +5,8 @@ more than the worker's own work per work item. `H2Channel` implements the part o
 ``grpc.aio.Channel`` that the generated stubs use (``unary_unary``, ``unary_stream``), with the
 same call signatures, the same errors (``grpc.aio.AioRpcError`` with gRPC's status codes, and
 ``asyncio.CancelledError`` for calls cancelled locally) and the same ``grpc.aio.EOF`` at the end of
-a stream, on one lazily opened HTTP/2 connection (`durabletask.internal.h2.client`).
+a stream, on one lazily opened HTTP/2 connection (`durabletask.internal.h2.client`). The call
+objects are in `durabletask.internal.grpc.h2_calls`.
 
 `durabletask.internal.grpc.channels.async_channel` picks it only when it can honour everything
 asked for: a cleartext ``host:port`` target, no interceptors, and no channel options beyond the
@@ -20,16 +21,16 @@ import contextlib
 import gzip
 import sys
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
 import grpc.aio
 
 from durabletask import __version__
+from durabletask.internal.grpc.h2_calls import UnaryStreamMultiCallable, UnaryUnaryMultiCallable, rpc_error
 from durabletask.internal.h2 import hpack
 from durabletask.internal.h2.client import Connection
-from durabletask.internal.h2.client_stream import OK, ClientStream, metadata_of
 
 DEFAULT_MAX_RECEIVE = 4 << 20
 _NO_LIMIT = sys.maxsize
@@ -68,11 +69,6 @@ def split_target(target: str) -> tuple[str, int] | None:
     if host.lower() in ("unix", "unix-abstract", "vsock", "dns", "ipv4", "ipv6", "xds"):
         return None
     return host, int(port)
-
-
-def _error(code: grpc.StatusCode, details: str, trailers: list[tuple[str, str]] | None = None) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, initial_metadata=grpc.aio.Metadata(),
-                                trailing_metadata=grpc.aio.Metadata(*metadata_of(trailers)), details=details)
 
 
 def _timeout_field(timeout: float) -> bytes:
@@ -235,8 +231,8 @@ class H2Channel(grpc.aio.Channel):
     def body(self, data: bytes, compression: grpc.Compression | None) -> tuple[bytes, str | None]:
         """A request message with its 5-byte gRPC prefix, compressed if asked; and its grpc-encoding."""
         if len(data) > self.max_send:
-            raise _error(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"Sent message larger than max ({len(data)} vs. {self.max_send})")
+            raise rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"Sent message larger than max ({len(data)} vs. {self.max_send})")
         encoding = _ENCODINGS.get(compression) if compression is not None else None
         if encoding == "gzip":
             return b"\x01" + _compressed(gzip.compress(data)), encoding
@@ -270,7 +266,7 @@ class H2Channel(grpc.aio.Channel):
                     raise asyncio.TimeoutError
                 return await asyncio.wait_for(asyncio.shield(attempt), remaining)
             except asyncio.TimeoutError:
-                raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+                raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             except grpc.aio.AioRpcError:
                 if not wait_for_ready:
                     raise
@@ -284,8 +280,8 @@ class H2Channel(grpc.aio.Channel):
             _, connection = await loop.create_connection(lambda: Connection(loop, self._connection_closed),
                                                          self._host, self._port)
         except OSError as error:
-            raise _error(grpc.StatusCode.UNAVAILABLE,
-                         f"failed to connect to {self._target}: {error.strerror or error}") from None
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE,
+                            f"failed to connect to {self._target}: {error.strerror or error}") from None
         finally:
             if self._connecting is asyncio.current_task():
                 self._connecting = None
@@ -306,227 +302,6 @@ class H2Channel(grpc.aio.Channel):
             self.connection = None
 
 
-class UnaryUnaryMultiCallable:
-    """``stub.Method(request, timeout=..., metadata=...)`` for a unary method: awaiting it gives the response."""
-
-    __slots__ = ("_channel", "_deserialize", "_method", "_prefix", "_serialize")
-
-    def __init__(self, channel: H2Channel, method: str, serializer: Callable[[Any], bytes] | None,
-                 deserializer: Callable[[bytes], Any] | None) -> None:
-        self._channel = channel
-        self._method = method
-        self._prefix = channel.request_block(method)
-        self._serialize = serializer
-        self._deserialize = deserializer
-
-    async def __call__(self, request: Any, *, timeout: float | None = None, metadata: Metadata | None = None,
-                       credentials: Any = None, wait_for_ready: bool | None = None,
-                       compression: grpc.Compression | None = None) -> Any:
-        channel = self._channel
-        if credentials is not None:
-            _refuse_credentials(credentials)
-        body, encoding = channel.body(self._serialize(request) if self._serialize else request, compression)
-        block = channel.header_block(self._prefix, timeout, metadata, encoding)
-        connection = channel.connection
-        if connection is not None and connection.usable and connection.loop.is_running():
-            loop = connection.loop  # (the running loop: a channel serves the loop it first connected on)
-            deadline = None if timeout is None else loop.time() + timeout
-        else:
-            loop = asyncio.get_running_loop()
-            deadline = None if timeout is None else loop.time() + timeout
-            connection = await channel.connect(deadline, wait_for_ready=wait_for_ready)
-        stream = ClientStream(streaming=False, max_receive=channel.max_receive)
-        waiter = stream.waiter = loop.create_future()
-        connection.start(stream, block, body, deadline)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            connection.cancel(stream)
-            raise
-        if stream.code is OK and len(stream.messages) == 1:
-            data = stream.messages[0]
-            if self._deserialize is None:
-                return data
-            try:
-                return self._deserialize(data)
-            except Exception as error:
-                raise _error(grpc.StatusCode.INTERNAL, f"cannot deserialize the response of {self._method}: "
-                                                       f"{error}") from None
-        raise _call_error(stream)
-
-
-class UnaryStreamMultiCallable:
-    """``stub.Method(request, ...)`` for a server-streaming method: gives a `StreamCall`."""
-
-    __slots__ = ("_channel", "_deserialize", "_method", "_prefix", "_serialize")
-
-    def __init__(self, channel: H2Channel, method: str, serializer: Callable[[Any], bytes] | None,
-                 deserializer: Callable[[bytes], Any] | None) -> None:
-        self._channel = channel
-        self._method = method
-        self._prefix = channel.request_block(method)
-        self._serialize = serializer
-        self._deserialize = deserializer
-
-    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Metadata | None = None,
-                 credentials: Any = None, wait_for_ready: bool | None = None,
-                 compression: grpc.Compression | None = None) -> StreamCall:
-        channel = self._channel
-        if credentials is not None:
-            _refuse_credentials(credentials)
-        body, encoding = channel.body(self._serialize(request) if self._serialize else request, compression)
-        block = channel.header_block(self._prefix, timeout, metadata, encoding)
-        return StreamCall(channel, self._method, self._deserialize, block, body, timeout, wait_for_ready)
-
-
-class StreamCall:
-    """A server-streaming call, like ``grpc.aio.UnaryStreamCall``: `read` or ``async for``, `cancel`, status."""
-
-    def __init__(self, channel: H2Channel, method: str, deserialize: Callable[[bytes], Any] | None, block: bytes,
-                 body: bytes, timeout: float | None, wait_for_ready: bool | None) -> None:
-        loop = self._loop = asyncio.get_running_loop()
-        self._method = method
-        self._deserialize = deserialize
-        self._deadline = None if timeout is None else loop.time() + timeout
-        self._stream = ClientStream(streaming=True, max_receive=channel.max_receive)
-        self._starting: asyncio.Task[None] | None = None
-        connection = channel.usable_connection()
-        if connection is not None:
-            connection.start(self._stream, block, body, self._deadline)
-        else:
-            self._starting = loop.create_task(self._start(channel, block, body, wait_for_ready))
-
-    async def _start(self, channel: H2Channel, block: bytes, body: bytes, wait_for_ready: bool | None) -> None:
-        try:
-            connection = await channel.connect(self._deadline, wait_for_ready=wait_for_ready)
-        except grpc.aio.AioRpcError as error:
-            self._stream.finish(error.code(), error.details() or "")
-            return
-        except grpc.aio.UsageError as error:
-            self._stream.locally_cancelled = True
-            self._stream.finish(grpc.StatusCode.CANCELLED, str(error))
-            return
-        if not self._stream.ended:
-            connection.start(self._stream, block, body, self._deadline)
-
-    async def read(self) -> Any:
-        """The next response message, or ``grpc.aio.EOF`` once the call ended with OK."""
-        if self._starting is not None:
-            try:
-                await self._starting
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
-            self._starting = None
-        stream = self._stream
-        while True:
-            if stream.locally_cancelled:
-                raise asyncio.CancelledError()
-            if stream.messages:
-                data = stream.messages.popleft()
-                if self._deserialize is None:
-                    return data
-                try:
-                    return self._deserialize(data)
-                except Exception as error:
-                    self.cancel()
-                    raise _error(grpc.StatusCode.INTERNAL, f"cannot deserialize a message of {self._method}: "
-                                                           f"{error}") from None
-            if stream.ended:
-                if stream.code is OK:
-                    return grpc.aio.EOF
-                raise _call_error(stream)
-            waiter = stream.waiter = self._loop.create_future()
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        try:
-            while True:
-                message = await self.read()
-                if message is grpc.aio.EOF:
-                    return
-                yield message
-        finally:
-            self.cancel()
-
-    def cancel(self) -> bool:
-        """Cancel the call (RST_STREAM to the server); False if it had already ended."""
-        stream = self._stream
-        if stream.ended:
-            return False
-        if self._starting is not None and not self._starting.done():
-            self._starting.cancel()
-        if stream.connection is not None:
-            stream.connection.cancel(stream)
-        else:
-            stream.locally_cancelled = True
-            stream.finish(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
-        return True
-
-    def cancelled(self) -> bool:
-        return self._stream.locally_cancelled
-
-    def done(self) -> bool:
-        return self._stream.ended
-
-    def add_done_callback(self, callback: Callable[[StreamCall], None]) -> None:
-        stream = self._stream
-        if stream.ended:
-            callback(self)
-            return
-        if stream.callbacks is None:
-            stream.callbacks = []
-        stream.callbacks.append(lambda: callback(self))
-
-    def time_remaining(self) -> float | None:
-        return None if self._deadline is None else max(0.0, self._deadline - self._loop.time())
-
-    async def _ended(self) -> None:
-        if not self._stream.ended:
-            ended: asyncio.Future[None] = self._loop.create_future()
-            self.add_done_callback(lambda _: _resolve(ended))
-            await ended
-
-    async def code(self) -> grpc.StatusCode:
-        await self._ended()
-        return self._stream.code
-
-    async def details(self) -> str:
-        await self._ended()
-        return self._stream.details
-
-    async def initial_metadata(self) -> grpc.aio.Metadata:
-        stream = self._stream
-        while stream.headers is None and not stream.ended:
-            await asyncio.sleep(0.001)
-        return grpc.aio.Metadata(*metadata_of(stream.headers))
-
-    async def trailing_metadata(self) -> grpc.aio.Metadata:
-        await self._ended()
-        return grpc.aio.Metadata(*metadata_of(self._stream.trailers))
-
-    async def wait_for_connection(self) -> None:
-        if self._starting is not None:
-            await asyncio.shield(self._starting)
-
-
-def _call_error(stream: ClientStream) -> BaseException:
-    if stream.locally_cancelled:
-        return asyncio.CancelledError()
-    if stream.code is OK:
-        count = len(stream.messages)
-        return _error(grpc.StatusCode.INTERNAL if count else grpc.StatusCode.UNIMPLEMENTED,
-                      f"a unary call ended with {count} response messages instead of one")
-    return _error(stream.code, stream.details, stream.trailers)
-
-
 def _compressed(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
@@ -535,16 +310,6 @@ def _limit(value: int | None, default: int) -> int:
     if value is None:
         return default
     return _NO_LIMIT if value < 0 else value
-
-
-def _refuse_credentials(credentials: Any) -> None:
-    raise ValueError(f"per-call credentials ({type(credentials).__name__}) need a TLS channel; durabletask's own "
-                     "HTTP/2 transport is cleartext")
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

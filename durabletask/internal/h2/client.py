@@ -139,6 +139,8 @@ class Connection(asyncio.BufferedProtocol):
                     break
                 start = pos + 9
                 pos = start + length
+                if self._header_block is not None and kind != f.CONTINUATION:
+                    raise ProtocolError(f.PROTOCOL_ERROR, "a header block was interrupted by another frame")
                 if kind == f.DATA:
                     self._data(flags, stream_id, start, length)
                 elif kind == f.HEADERS:
@@ -377,8 +379,6 @@ class Connection(asyncio.BufferedProtocol):
         self._close_stream(stream, *status_of(fields, http_status, stream.pending is not None), reset=f.CANCEL)
 
     def _control(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        if self._header_block is not None and kind != f.CONTINUATION:
-            raise ProtocolError(f.PROTOCOL_ERROR, "a header block was interrupted by another frame")
         if kind == f.CONTINUATION:
             block = self._header_block
             if block is None or block[0] != stream_id:
