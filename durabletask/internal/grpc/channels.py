@@ -22,7 +22,8 @@ import grpc.aio
 
 from durabletask.grpc_options import GrpcChannelOptions
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
-from durabletask.internal.grpc.h2_channel import H2Channel, split_target
+from durabletask.internal.grpc.h2_channel import H2Channel
+from durabletask.internal.grpc.h2_requests import split_target
 
 logger = logging.getLogger("durabletask.grpc")
 

@@ -18,7 +18,8 @@ import grpc.aio
 from durabletask.internal.h2.client_stream import OK, ClientStream, metadata_of
 
 if TYPE_CHECKING:
-    from durabletask.internal.grpc.h2_channel import H2Channel, Metadata
+    from durabletask.internal.grpc.h2_channel import H2Channel
+    from durabletask.internal.grpc.h2_requests import Metadata
 
 
 def rpc_error(code: grpc.StatusCode, details: str,
