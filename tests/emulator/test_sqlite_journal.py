@@ -52,7 +52,8 @@ def test_a_fold_writes_the_net_effect_of_the_journaled_commits(tmp_path: Path) -
     batch.append_history("default", "i1", 2, [b"c"])
     commit(store, batch)
     store.close()
-    assert table_counts(path) == {"instances": 1, "history": 3, "messages": 0, "activities": 0, "journal": 0}
+    # The history written in one fold window is one row; the message and activity never reached their tables.
+    assert table_counts(path) == {"instances": 1, "history": 1, "messages": 0, "activities": 0, "journal": 0}
     again = open_store(path)
     (loaded,) = again.load("default").instances
     assert loaded.status == COMPLETED
@@ -173,22 +174,42 @@ def test_commits_survive_sigkill_of_the_writing_process(tmp_path: Path) -> None:
     store.close()
 
 
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE instances (hub TEXT NOT NULL, instance_id TEXT NOT NULL, execution_id TEXT NOT NULL, name TEXT NOT NULL,
+    version TEXT, status INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, completed_at REAL,
+    scheduled_start_at REAL, input TEXT, output TEXT, custom_status TEXT, failure BLOB, parent_instance_id TEXT,
+    parent_execution_id TEXT, parent_task_id INTEGER, parent_name TEXT, parent_version TEXT, tags TEXT,
+    UNIQUE (hub, instance_id));
+CREATE TABLE history (hub TEXT NOT NULL, instance_id TEXT NOT NULL, seq INTEGER NOT NULL, event BLOB NOT NULL,
+    PRIMARY KEY (hub, instance_id, seq)) WITHOUT ROWID;
+CREATE TABLE messages (id INTEGER PRIMARY KEY, hub TEXT NOT NULL, instance_id TEXT NOT NULL, execution_id TEXT,
+    kind TEXT NOT NULL, visible_at REAL NOT NULL, event BLOB NOT NULL);
+CREATE TABLE activities (id INTEGER PRIMARY KEY, hub TEXT NOT NULL, instance_id TEXT NOT NULL,
+    execution_id TEXT NOT NULL, task_id INTEGER NOT NULL, name TEXT NOT NULL, version TEXT, request BLOB NOT NULL);
+CREATE TABLE entities (hub TEXT NOT NULL, instance_id TEXT NOT NULL, state TEXT, last_modified REAL NOT NULL,
+    locked_by TEXT, lock_execution_id TEXT, critical_section_id TEXT, PRIMARY KEY (hub, instance_id)) WITHOUT ROWID;
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO instances (hub, instance_id, execution_id, name, status, created_at, updated_at)
+    VALUES ('default', 'i1', 'x1', 'orch', 0, 1.5, 2.5);
+INSERT INTO history VALUES ('default', 'i1', 0, x'0a01'), ('default', 'i1', 1, x'0b02'), ('default', 'i2', 0, x'01');
+"""
+
+
 def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "e.db"
-    store = open_store(path)
-    batch = Batch()
-    batch.put_instance(record())
-    commit(store, batch)
-    store.close()
     db = sqlite3.connect(str(path))
-    db.execute("DROP TABLE journal")
-    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    db.commit()
+    db.executescript(V1_SCHEMA)
     db.close()
-    again = open_store(path)
-    assert [r.instance_id for r in again.load("default").instances] == ["i1"]
-    assert again.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
-    again.close()
+    store = open_store(path)
+    assert store.load("default").histories == {"i1": [b"\x0a\x01", b"\x0b\x02"]}
+    assert store.read_history("default", "i2") == [b"\x01"]
+    batch = Batch()
+    batch.append_history("default", "i1", 2, [b"next"])  # appends where version 1 left off
+    commit(store, batch)
+    assert store.read_history("default", "i1") == [b"\x0a\x01", b"\x0b\x02", b"next"]
+    assert store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    store.close()
 
 
 def test_a_damaged_journal_row_is_reported_and_nothing_is_changed(tmp_path: Path) -> None:

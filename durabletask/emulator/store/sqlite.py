@@ -43,12 +43,25 @@ from durabletask.emulator.store.journal import Entry, JournalError, Key, Pending
 logger = logging.getLogger("durabletask.emulator.store")
 
 SCHEMA_VERSION = 2
-"""1: the tables; 2: and the journal (a version 1 file is upgraded when opened)."""
+"""1: the tables, one history row per event; 2: a journal, and history rows holding a run of events each
+(``count`` events from position ``seq``, packed by :func:`pack_events`). A version 1 file is upgraded
+when opened."""
 FOLD_COMMITS = 256
 """Journal rows after which their net effect is folded into the tables."""
 FOLD_BYTES = 8 << 20
 """Journal size (bytes) after which it is folded, whatever the number of rows."""
 _LENGTHS_KEPT = 100_000
+
+_HISTORY_TABLE = """
+CREATE TABLE IF NOT EXISTS history (
+    hub TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    events BLOB NOT NULL,
+    PRIMARY KEY (hub, instance_id, seq)
+) WITHOUT ROWID;
+"""
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (
@@ -78,13 +91,7 @@ CREATE TABLE IF NOT EXISTS instances (
     tags TEXT,
     UNIQUE (hub, instance_id)
 );
-CREATE TABLE IF NOT EXISTS history (
-    hub TEXT NOT NULL,
-    instance_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event BLOB NOT NULL,
-    PRIMARY KEY (hub, instance_id, seq)
-) WITHOUT ROWID;
+{_HISTORY_TABLE}
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY,
     hub TEXT NOT NULL,
@@ -127,7 +134,7 @@ _PUT_INSTANCE = (
     f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in INSTANCE_COLUMNS)})"
 )
-_APPEND_HISTORY = "INSERT INTO history (hub, instance_id, seq, event) VALUES (?, ?, ?, ?)"
+_APPEND_HISTORY = "INSERT INTO history (hub, instance_id, seq, count, events) VALUES (?, ?, ?, ?, ?)"
 _CLEAR_HISTORY = "DELETE FROM history WHERE hub = ? AND instance_id = ?"
 _PUT_MESSAGE = (
     "INSERT INTO messages (id, hub, instance_id, execution_id, kind, visible_at, event) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -194,15 +201,15 @@ class SqliteStore(Store):
             db.execute("PRAGMA temp_store=MEMORY")
             db.execute("PRAGMA cache_size=-32000")
             db.execute("PRAGMA wal_autocheckpoint=10000")
-            db.executescript(_SCHEMA)
-            version = int(db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
-            if version == 1:  # the journal table was just created
-                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-            elif version != SCHEMA_VERSION:
+            version = _schema_version(db)
+            if version == 1:
+                _upgrade_from_1(db)
+            elif version not in (None, SCHEMA_VERSION):
                 raise RuntimeError(
                     f"{self.path} has schema version {version}, this emulator understands {SCHEMA_VERSION}; "
                     "use another --db file or upgrade durabletask"
                 )
+            db.executescript(_SCHEMA)
             self._db = db
             self._recover()
         except sqlite3.OperationalError as error:
@@ -255,12 +262,12 @@ class SqliteStore(Store):
         open_ids = {r.instance_id for r in snapshot.instances if history_in_memory(r.status)}
         for instance_id in open_ids:
             snapshot.histories[instance_id] = []
-        for instance_id, event in db.execute(
-            "SELECT instance_id, event FROM history WHERE hub = ? ORDER BY instance_id, seq", (hub,)
+        for instance_id, packed in db.execute(
+            "SELECT instance_id, events FROM history WHERE hub = ? ORDER BY instance_id, seq", (hub,)
         ):
             events = snapshot.histories.get(instance_id)
             if events is not None:
-                events.append(bytes(event))
+                events.extend(unpack_events(packed))
         snapshot.messages = [
             Message.from_row(row) for row in db.execute(
                 "SELECT id, hub, instance_id, execution_id, kind, visible_at, event FROM messages "
@@ -279,9 +286,10 @@ class SqliteStore(Store):
 
     def read_history(self, hub: str, instance_id: str) -> list[bytes]:
         cursor = self.db.execute(
-            "SELECT event FROM history WHERE hub = ? AND instance_id = ? ORDER BY seq", (hub, instance_id)
+            "SELECT events FROM history WHERE hub = ? AND instance_id = ? ORDER BY seq", (hub, instance_id)
         )
-        return self._pending.history_of((hub, instance_id), [bytes(row[0]) for row in cursor])
+        stored = [event for (packed,) in cursor for event in unpack_events(packed)]
+        return self._pending.history_of((hub, instance_id), stored)
 
     def max_ids(self) -> tuple[int, int]:
         self._fold()
@@ -368,8 +376,9 @@ class SqliteStore(Store):
         tail = self._pending.history.get(key)
         if tail is not None:
             return tail.first_seq + len(tail.events)
-        row = self.db.execute("SELECT COUNT(*) FROM history WHERE hub = ? AND instance_id = ?", key).fetchone()
-        return int(row[0])
+        row = self.db.execute("SELECT seq + count FROM history WHERE hub = ? AND instance_id = ? "
+                              "ORDER BY seq DESC LIMIT 1", key).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def _message_exists(self, message_id: int) -> bool:
         pending = self._pending
@@ -402,8 +411,8 @@ class SqliteStore(Store):
                 if tail.cleared and key not in pending.cascades:
                     db.execute(_CLEAR_HISTORY, key)
             db.executemany(_APPEND_HISTORY, [
-                (hub, instance_id, tail.first_seq + i, event)
-                for (hub, instance_id), tail in pending.history.items() for i, event in enumerate(tail.events)
+                (hub, instance_id, tail.first_seq, len(tail.events), pack_events(tail.events))
+                for (hub, instance_id), tail in pending.history.items() if tail.events
             ])
             db.executemany(_DELETE_MESSAGE, [(i,) for i in pending.message_deletes])
             db.executemany(_PUT_MESSAGE, pending.messages.values())
@@ -422,3 +431,50 @@ class SqliteStore(Store):
         self._pending = Pending()
         self._fold_at = (self.fold_commits, self.fold_bytes)
         self.folds += 1
+
+
+def pack_events(events: Sequence[bytes]) -> bytes:
+    """Serialized history events as one value: each is its length (4 bytes, big-endian), then its bytes."""
+    return b"".join([len(event).to_bytes(4, "big") + event for event in events])
+
+
+def unpack_events(packed: bytes) -> list[bytes]:
+    """The events of :func:`pack_events`."""
+    data = bytes(packed)
+    events = []
+    pos, end = 0, len(data)
+    while pos < end:
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        events.append(data[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return events
+
+
+def _schema_version(db: sqlite3.Connection) -> int | None:
+    """The file's schema version; None for a new (empty) file."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return None
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row is not None else None
+
+
+def _upgrade_from_1(db: sqlite3.Connection) -> None:
+    """Version 1 to 2: history rows of one event become one row per instance (the journal comes with the
+    schema script)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE history RENAME TO history_v1")
+        db.execute(_HISTORY_TABLE)
+        runs: dict[tuple[str, str], list[bytes]] = {}
+        for hub, instance_id, event in db.execute(
+                "SELECT hub, instance_id, event FROM history_v1 ORDER BY hub, instance_id, seq"):
+            runs.setdefault((hub, instance_id), []).append(bytes(event))
+        db.executemany(_APPEND_HISTORY, [(hub, instance_id, 0, len(events), pack_events(events))
+                                         for (hub, instance_id), events in runs.items()])
+        db.execute("DROP TABLE history_v1")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    logger.info("upgraded the emulator database to schema version %d", SCHEMA_VERSION)
