@@ -31,7 +31,7 @@ from durabletask.internal.client.models import (
     new_orchestration_state,
     parse_orchestration_state,
 )
-from durabletask.internal.grpc.channels import async_channel, sidecar_stub, sync_channel, with_metadata
+from durabletask.internal.grpc.channels import async_channel, sidecar_stub, sync_channel
 from durabletask.serialization import DEFAULT_DATA_CONVERTER, DataConverter
 
 __all__ = [
@@ -109,9 +109,8 @@ class TaskHubGrpcClient(_ClientBase):
                          default_version=default_version, data_converter=data_converter)
         self._owns_channel = channel is None
         if channel is None:
-            channel = sync_channel(host_address, secure_channel,
-                                   with_metadata(self._metadata, self._interceptors, asynchronous=False),
-                                   channel_options)
+            channel = sync_channel(host_address, secure_channel, self._interceptors, channel_options,
+                                   metadata=self._metadata)
         self._channel = channel
         self._stub = sidecar_stub(channel)
 

@@ -4,10 +4,10 @@
 ``host:port`` follows ``secure_channel``. Extra metadata is added to every call by an
 interceptor on grpc channels, and by the channel itself on the SDK's own HTTP/2 transport.
 
-Asyncio channels use the SDK's own HTTP/2 client (`h2_channel.H2Channel`) where it honours
-everything asked for (cleartext ``host:port``, no interceptors, no channel options other than
-the message size limits) and ``grpc.aio`` otherwise; ``DURABLETASK_GRPC_TRANSPORT=grpcio``
-forces ``grpc.aio``.
+Channels use the SDK's own HTTP/2 client (`h2_channel.H2Channel` for asyncio,
+`h2_sync_channel.SyncH2Channel` blocking) where it honours everything asked for (cleartext
+``host:port``, no interceptors, no channel options other than the message size limits) and
+``grpc.aio`` / ``grpc`` otherwise; ``DURABLETASK_GRPC_TRANSPORT=grpcio`` forces grpc.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from durabletask.grpc_options import GrpcChannelOptions
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.internal.grpc.h2_channel import H2Channel
 from durabletask.internal.grpc.h2_requests import split_target
+from durabletask.internal.grpc.h2_sync_channel import SyncH2Channel
 
 logger = logging.getLogger("durabletask.grpc")
 
@@ -72,16 +73,29 @@ def _options(channel_options: GrpcChannelOptions | None) -> list[tuple[str, Any]
 
 def sync_channel(host_address: str | None, secure_channel: bool = False,
                  interceptors: Sequence[Any] | None = None,
-                 channel_options: GrpcChannelOptions | None = None) -> grpc.Channel:
-    """A blocking channel, with ``interceptors`` applied in order."""
+                 channel_options: GrpcChannelOptions | None = None,
+                 metadata: Metadata | None = None) -> grpc.Channel:
+    """A blocking channel adding ``metadata`` to every call, with ``interceptors`` applied in order.
+
+    The SDK's own HTTP/2 transport when `own_transport_refusal` finds nothing against it, else ``grpc``.
+    """
     target = parse_host_address(host_address, secure_channel)
     options = _options(channel_options)
+    refusal = own_transport_refusal(target, interceptors, options)
+    if refusal is None:
+        limits = dict(options)
+        logger.debug("gRPC transport for %s (blocking): durabletask's own HTTP/2 client", target.address)
+        return SyncH2Channel(target.address, metadata=metadata or (),
+                             max_receive_message_length=limits.get("grpc.max_receive_message_length"),
+                             max_send_message_length=limits.get("grpc.max_send_message_length"))
+    logger.debug("gRPC transport for %s (blocking): grpc (%s)", target.address, refusal)
     if target.secure:
         channel = grpc.secure_channel(target.address, grpc.ssl_channel_credentials(), options=options)
     else:
         channel = grpc.insecure_channel(target.address, options=options)
-    if interceptors:
-        channel = grpc.intercept_channel(channel, *interceptors)
+    chain = with_metadata(metadata, interceptors, asynchronous=False)
+    if chain:
+        channel = grpc.intercept_channel(channel, *chain)
     return channel
 
 
@@ -112,7 +126,7 @@ def async_channel(host_address: str | None, secure_channel: bool = False,
 
 def own_transport_refusal(target: Target, interceptors: Sequence[Any] | None,
                           options: Sequence[tuple[str, Any]]) -> str | None:
-    """Why an asyncio channel to ``target`` must use ``grpc.aio``, or None if the SDK's own transport can serve it."""
+    """Why a channel to ``target`` must use grpc, or None if the SDK's own transport can serve it."""
     choice = os.environ.get(TRANSPORT_VARIABLE, "").strip().lower()
     if choice == "grpcio":
         return f"{TRANSPORT_VARIABLE}=grpcio"

@@ -183,6 +183,10 @@ class Connection(asyncio.BufferedProtocol):
         stream.locally_cancelled = True
         self._close_stream(stream, grpc.StatusCode.CANCELLED, details, reset=f.CANCEL)
 
+    def expire(self, stream: ClientStream) -> None:
+        """End a call whose deadline passed (RST_STREAM CANCEL) with status DEADLINE_EXCEEDED."""
+        self._close_stream(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", reset=f.CANCEL)
+
     def close(self, details: str) -> None:
         """Close the connection now; its calls end as cancelled locally."""
         self.usable = False
@@ -283,7 +287,7 @@ class Connection(asyncio.BufferedProtocol):
             if deadline is None:
                 continue
             if deadline <= now:
-                self._close_stream(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", reset=f.CANCEL)
+                self.expire(stream)
             elif deadline < earliest:
                 earliest = deadline
         if earliest < _NEVER and self._transport is not None:
