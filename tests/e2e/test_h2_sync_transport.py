@@ -146,6 +146,19 @@ def test_a_server_restart_fails_calls_in_flight_and_the_next_call_reconnects(kin
         assert unary(channel, "Echo")(b"after", timeout=10) == b"after"
 
 
+def test_closing_the_channel_ends_calls_blocked_in_other_threads() -> None:
+    with serving("emulator") as (background, channel):
+        with ThreadPoolExecutor(2) as pool:
+            blocked = [pool.submit(code_of, lambda: unary(channel, "Slow")(b"", timeout=30)) for _ in range(2)]
+            until(lambda: background.server.handlers.running == 2)
+            began = time.monotonic()
+            channel.close()
+            assert [f.result(5)[0] for f in blocked] == [grpc.StatusCode.UNAVAILABLE] * 2
+            assert time.monotonic() - began < 2
+        with pytest.raises(ValueError, match="closed channel"):
+            unary(channel, "Echo")(b"x")
+
+
 def test_connection_refused_is_unavailable_and_wait_for_ready_waits() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

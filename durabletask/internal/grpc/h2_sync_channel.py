@@ -66,12 +66,16 @@ class SyncH2Channel(RequestEncoder, grpc.Channel):
         pass
 
     def close(self) -> None:
-        """Close every thread's connection; calls still running on them end as cancelled."""
+        """Close the connections: this thread's calls end as cancelled, other threads' as unavailable."""
         with self._lock:
             self._closed = True
             connections, self._connections = list(self._connections), set()
+        me = threading.get_ident()
         for connection in connections:
-            connection.close()
+            if connection.owner == me:
+                connection.close()
+            else:
+                connection.interrupt()
 
     def __enter__(self) -> SyncH2Channel:
         return self

@@ -14,7 +14,9 @@ deadlines are enforced here with socket timeouts instead of loop timers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -92,6 +94,7 @@ class BlockingConnection:
         self._transport = _SocketTransport(sock, self._turns, self.connection)
         self.connection.connection_made(self._transport)
         self._turns.run_ready()
+        self.owner = threading.get_ident()
 
     @property
     def usable(self) -> bool:
@@ -120,8 +123,15 @@ class BlockingConnection:
         self._turns.run_ready()
 
     def close(self) -> None:
+        """Close from the owning thread: calls in progress end as cancelled."""
         self.connection.close("Channel closed!")
         self._turns.run_ready()
+
+    def interrupt(self) -> None:
+        """Close from another thread: only shut the socket down (thread-safe); the owner, blocked in a
+        read or on its next one, sees the connection end and fails its calls with UNAVAILABLE."""
+        with contextlib.suppress(OSError):
+            self._transport.sock.shutdown(socket.SHUT_RDWR)
 
     def _read(self, timeout: float | None) -> None:
         sock = self._transport.sock
