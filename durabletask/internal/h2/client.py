@@ -80,6 +80,7 @@ class Connection(asyncio.BufferedProtocol):
         self._queued: deque[tuple[ClientStream, bytes, bytes]] = deque()  # over the server's stream limit
         self._table_update = b""  # a dynamic table size update owed at the start of the next header block
         self._out: list[bytes] = []
+        self._holding = False  # `start` decides itself when its frames leave
         self._closed_reason: str | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._deadline_at = _NEVER
@@ -174,7 +175,18 @@ class Connection(asyncio.BufferedProtocol):
         if len(self.streams) >= self._peer_max_streams:
             self._queued.append((stream, block, body))
             return
-        self._open(stream, block, body)
+        if self._out or self._transport is None:
+            self._open(stream, block, body)  # joins the send already due this turn
+            return
+        self._holding = True
+        try:
+            self._open(stream, block, body)
+        finally:
+            self._holding = False
+        if not getattr(self.loop, "_ready", True):
+            self._send_out()  # nothing else will run before the loop polls: no later write to wait for
+        else:
+            self.loop.call_soon(self._send_out)
 
     def cancel(self, stream: ClientStream, details: str = "Locally cancelled by application!") -> None:
         """End a call from our side (RST_STREAM CANCEL) with status CANCELLED."""
@@ -497,7 +509,7 @@ class Connection(asyncio.BufferedProtocol):
         """Queue bytes for the socket; everything queued in one turn of the loop goes out in one send."""
         if self._transport is None:
             return
-        if not self._out:
+        if not self._out and not self._holding:
             self.loop.call_soon(self._send_out)
         self._out += data
 
