@@ -25,6 +25,8 @@ from durabletask.grpc_options import GrpcChannelOptions
 from durabletask.internal.grpc import channels
 from durabletask.internal.grpc.h2_channel import H2Channel
 from durabletask.internal.h2 import frames as f
+from durabletask.internal.h2.client import Connection
+from durabletask.internal.h2.client_stream import ClientStream
 from durabletask.internal.h2.hpack import Decoder
 
 SERVERS = ("emulator", "grpcio")
@@ -530,6 +532,41 @@ def test_reset_streams_map_to_grpc_codes() -> None:
             seen.append(caught.value.code())
         assert seen == [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL]
     raw_run(script, scenario)
+
+
+@pytest.mark.parametrize("sizes, frame, reads", [
+    ((0, 1, 100, 5000, 70_000, 300_000, 1_500_000), 900_000, (1, 7, 4096, 65_536, 10**7)),  # grows
+    ((0, 3, 500, 9000, 20_000), 16_384, (1, 1000, 30_000, 99_999)),  # partial frames move to the front
+])
+def test_the_receive_buffer_survives_any_chunking(sizes: tuple[int, ...], frame: int, reads: tuple[int, ...]) -> None:
+    """Frames cut at random points: the reused buffer moves partial frames to its front and grows for
+    frames larger than itself, without losing or repeating a byte."""
+    rng = random.Random(5)
+    encoder = reference_hpack.Encoder()
+    headers = bytes(encoder.encode([(":status", "200"), ("content-type", "application/grpc")]))
+    messages = [rng.randbytes(rng.choice(sizes)) for _ in range(60 if frame > 100_000 else 3000)]
+    body = b"".join(_message(m) for m in messages)
+    wire = f.frame(f.HEADERS, f.END_HEADERS, 1, headers)
+    for pos in range(0, len(body), frame):
+        wire += f.frame(f.DATA, 0, 1, body[pos:pos + frame])
+    wire += f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, 1, bytes(encoder.encode([("grpc-status", "0")])))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        connection = Connection(loop, lambda _: None)
+        connection.connection_made(type("T", (asyncio.Transport,), {"write": lambda self, data: None})())
+        stream = ClientStream(streaming=True, max_receive=2 << 20)
+        connection.start(stream, b"", _message(b""), None)
+        pos = 0
+        while pos < len(wire):
+            buffer = connection.get_buffer(-1)
+            size = min(len(buffer), len(wire) - pos, rng.choice(reads))
+            buffer[:size] = wire[pos:pos + size]
+            connection.buffer_updated(size)
+            pos += size
+        assert stream.ended and stream.code == grpc.StatusCode.OK, stream.details
+        assert list(stream.messages) == messages
+    asyncio.run(main())
 
 
 def test_the_block_cache_of_the_decoder_follows_a_churning_dynamic_table() -> None:
