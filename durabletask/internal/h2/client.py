@@ -45,14 +45,6 @@ _NEVER = float("inf")
 _DEADLINE_SLACK = 1e-3  # a timer may fire up to the clock's resolution early
 
 
-class ProtocolError(Exception):
-    """The server broke HTTP/2; the connection ends with GOAWAY."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class Connection(asyncio.BufferedProtocol):
     """One HTTP/2 connection to a gRPC server, shared by the calls of a channel."""
 
@@ -135,13 +127,13 @@ class Connection(asyncio.BufferedProtocol):
                 length, kind, flags, stream_id = f.parse_head(buf, pos)
                 if end - pos - 9 < length:
                     if length > _OUR_MAX_FRAME:
-                        raise ProtocolError(f.FRAME_SIZE_ERROR, f"a frame of {length} bytes, above our maximum")
+                        raise f.ProtocolError(f.FRAME_SIZE_ERROR, f"a frame of {length} bytes, above our maximum")
                     self._frame_size = 9 + length
                     break
                 start = pos + 9
                 pos = start + length
                 if self._header_block is not None and kind != f.CONTINUATION:
-                    raise ProtocolError(f.PROTOCOL_ERROR, "a header block was interrupted by another frame")
+                    raise f.ProtocolError(f.PROTOCOL_ERROR, "a header block was interrupted by another frame")
                 if kind == f.DATA:
                     self._data(flags, stream_id, start, length)
                 elif kind == f.HEADERS:
@@ -152,7 +144,7 @@ class Connection(asyncio.BufferedProtocol):
                     return
             else:
                 self._frame_size = 9
-        except ProtocolError as error:
+        except f.ProtocolError as error:
             self._fail_connection(error.code, str(error))
             return
         except hpack.HpackError as error:
@@ -323,18 +315,18 @@ class Connection(asyncio.BufferedProtocol):
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id == 0:
-                raise ProtocolError(f.PROTOCOL_ERROR, "DATA on stream 0")
+                raise f.ProtocolError(f.PROTOCOL_ERROR, "DATA on stream 0")
             return  # a call that is over (cancelled, timed out): its data is dropped
         stream.received += length
         if stream.received > _REFILL:
             self._write(f.window_update(stream_id, stream.received))
             stream.received = 0
         if stream.headers is None:
-            raise ProtocolError(f.PROTOCOL_ERROR, f"DATA before the response headers on stream {stream_id}")
+            raise f.ProtocolError(f.PROTOCOL_ERROR, f"DATA before the response headers on stream {stream_id}")
         end = start + length
         if flags & f.PADDED:
             if not length or self._buf[start] >= length:
-                raise ProtocolError(f.PROTOCOL_ERROR, "a DATA frame's padding is longer than the frame")
+                raise f.ProtocolError(f.PROTOCOL_ERROR, "a DATA frame's padding is longer than the frame")
             end -= self._buf[start]
             start += 1
         if end > start:
@@ -349,17 +341,17 @@ class Connection(asyncio.BufferedProtocol):
 
     def _headers(self, flags: int, stream_id: int, start: int, length: int) -> None:
         if stream_id == 0:
-            raise ProtocolError(f.PROTOCOL_ERROR, "HEADERS on stream 0")
+            raise f.ProtocolError(f.PROTOCOL_ERROR, "HEADERS on stream 0")
         end = start + length
         if flags & f.PADDED:
             if not length or self._buf[start] >= length:
-                raise ProtocolError(f.PROTOCOL_ERROR, "a HEADERS frame's padding is longer than the frame")
+                raise f.ProtocolError(f.PROTOCOL_ERROR, "a HEADERS frame's padding is longer than the frame")
             end -= self._buf[start]
             start += 1
         if flags & f.PRIORITY_FLAG:
             start += 5
             if start > end:
-                raise ProtocolError(f.FRAME_SIZE_ERROR, "a HEADERS frame too short for its priority fields")
+                raise f.ProtocolError(f.FRAME_SIZE_ERROR, "a HEADERS frame too short for its priority fields")
         block = bytes(self._view[start:end])
         if flags & f.END_HEADERS:
             self._header_block_done(stream_id, flags, block)
@@ -386,7 +378,7 @@ class Connection(asyncio.BufferedProtocol):
                                    f"the server answered with HTTP status {status or 'none'}", reset=f.CANCEL)
             return
         if not flags & f.END_STREAM:
-            raise ProtocolError(f.PROTOCOL_ERROR, f"a second header block without END_STREAM on stream {stream_id}")
+            raise f.ProtocolError(f.PROTOCOL_ERROR, f"a second header block without END_STREAM on stream {stream_id}")
         self._trailers(stream, fields, "200")
 
     def _trailers(self, stream: ClientStream, fields: list[tuple[str, str]], http_status: str) -> None:
@@ -398,10 +390,10 @@ class Connection(asyncio.BufferedProtocol):
         if kind == f.CONTINUATION:
             block = self._header_block
             if block is None or block[0] != stream_id:
-                raise ProtocolError(f.PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
+                raise f.ProtocolError(f.PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
             block[2].extend(payload)
             if len(block[2]) > _MAX_HEADER_BLOCK:
-                raise ProtocolError(f.PROTOCOL_ERROR, "a header block is larger than 1 MiB")
+                raise f.ProtocolError(f.PROTOCOL_ERROR, "a header block is larger than 1 MiB")
             if flags & f.END_HEADERS:
                 self._header_block = None
                 self._header_block_done(stream_id, block[1], bytes(block[2]))
@@ -409,14 +401,14 @@ class Connection(asyncio.BufferedProtocol):
             self._window_update(stream_id, payload)
         elif kind == f.PING:
             if len(payload) != 8:
-                raise ProtocolError(f.FRAME_SIZE_ERROR, "a PING frame must carry 8 bytes")
+                raise f.ProtocolError(f.FRAME_SIZE_ERROR, "a PING frame must carry 8 bytes")
             if not flags & f.ACK:
                 self._write(f.frame(f.PING, f.ACK, 0, payload))
         elif kind == f.SETTINGS:
             self._settings(flags, payload)
         elif kind == f.RST_STREAM:
             if len(payload) != 4:
-                raise ProtocolError(f.FRAME_SIZE_ERROR, "a RST_STREAM frame must carry 4 bytes")
+                raise f.ProtocolError(f.FRAME_SIZE_ERROR, "a RST_STREAM frame must carry 4 bytes")
             stream = self.streams.get(stream_id)
             if stream is not None:
                 error = f.parse_error_code(payload)
@@ -426,17 +418,15 @@ class Connection(asyncio.BufferedProtocol):
         elif kind == f.GOAWAY:
             self._goaway(payload)
         elif kind == f.PUSH_PROMISE:
-            raise ProtocolError(f.PROTOCOL_ERROR, "PUSH_PROMISE although push is disabled")
+            raise f.ProtocolError(f.PROTOCOL_ERROR, "PUSH_PROMISE although push is disabled")
         # PRIORITY and unknown frame types are ignored, as HTTP/2 requires.
 
     def _window_update(self, stream_id: int, payload: bytes) -> None:
-        if len(payload) != 4:
-            raise ProtocolError(f.FRAME_SIZE_ERROR, "a WINDOW_UPDATE frame must carry 4 bytes")
         increment = f.parse_window_update(payload)
         if stream_id == 0:
             self._send_window += increment
             if self._send_window > f.MAX_WINDOW:
-                raise ProtocolError(f.FLOW_CONTROL_ERROR, "the connection's flow-control window overflowed")
+                raise f.ProtocolError(f.FLOW_CONTROL_ERROR, "the connection's flow-control window overflowed")
             for blocked in list(self._blocked.values()):
                 if self._send_window <= 0:
                     break
@@ -451,19 +441,13 @@ class Connection(asyncio.BufferedProtocol):
     def _settings(self, flags: int, payload: bytes) -> None:
         if flags & f.ACK:
             return
-        if len(payload) % 6:
-            raise ProtocolError(f.FRAME_SIZE_ERROR, "a SETTINGS frame's length must be a multiple of 6")
         for key, value in f.parse_settings(payload):
             if key == f.SETTINGS_INITIAL_WINDOW_SIZE:
-                if value > f.MAX_WINDOW:
-                    raise ProtocolError(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE is above 2^31-1")
                 delta = value - self._peer_window
                 self._peer_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
             elif key == f.SETTINGS_MAX_FRAME_SIZE:
-                if not f.DEFAULT_MAX_FRAME <= value <= f.MAX_FRAME_LIMIT:
-                    raise ProtocolError(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} is out of range")
                 self._peer_max_frame = value
             elif key == f.SETTINGS_MAX_CONCURRENT_STREAMS:
                 self._peer_max_streams = value
@@ -477,7 +461,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _goaway(self, payload: bytes) -> None:
         if len(payload) < 8:
-            raise ProtocolError(f.FRAME_SIZE_ERROR, "a GOAWAY frame must carry at least 8 bytes")
+            raise f.ProtocolError(f.FRAME_SIZE_ERROR, "a GOAWAY frame must carry at least 8 bytes")
         last_id, code, debug = f.parse_goaway(payload)
         self.usable = False
         text = debug.decode("utf-8", "replace")

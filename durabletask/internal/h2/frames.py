@@ -60,6 +60,14 @@ _WINDOW = struct.Struct(">I")
 _GOAWAY = struct.Struct(">II")
 
 
+class ProtocolError(Exception):
+    """The peer broke HTTP/2: the connection ends with GOAWAY carrying ``code``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return head(kind, flags, stream_id, len(payload)) + payload
 
@@ -80,7 +88,20 @@ def settings(values: dict[int, int]) -> bytes:
 
 
 def parse_settings(payload: bytes) -> list[tuple[int, int]]:
-    return [_SETTING.unpack_from(payload, pos) for pos in range(0, len(payload), 6)]
+    """The ``(key, value)`` pairs of a SETTINGS frame, checked as RFC 9113 6.5.2 asks.
+
+    Raises:
+        ProtocolError: a wrong length, or a window or frame size out of range.
+    """
+    if len(payload) % 6:
+        raise ProtocolError(FRAME_SIZE_ERROR, "a SETTINGS frame's length must be a multiple of 6")
+    pairs = [_SETTING.unpack_from(payload, pos) for pos in range(0, len(payload), 6)]
+    for key, value in pairs:
+        if key == SETTINGS_INITIAL_WINDOW_SIZE and value > MAX_WINDOW:
+            raise ProtocolError(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE is above 2^31-1")
+        if key == SETTINGS_MAX_FRAME_SIZE and not DEFAULT_MAX_FRAME <= value <= MAX_FRAME_LIMIT:
+            raise ProtocolError(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} is out of range")
+    return pairs
 
 
 def window_update(stream_id: int, increment: int) -> bytes:
@@ -88,6 +109,13 @@ def window_update(stream_id: int, increment: int) -> bytes:
 
 
 def parse_window_update(payload: bytes) -> int:
+    """The increment of a WINDOW_UPDATE frame.
+
+    Raises:
+        ProtocolError: the frame does not carry exactly 4 bytes.
+    """
+    if len(payload) != 4:
+        raise ProtocolError(FRAME_SIZE_ERROR, "a WINDOW_UPDATE frame must carry 4 bytes")
     return int(_WINDOW.unpack(payload)[0]) & 0x7FFF_FFFF
 
 
