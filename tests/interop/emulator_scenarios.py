@@ -411,12 +411,14 @@ def s_purge():
     result = c.purge_orchestration(pid, recursive=True)
     assert result.deleted_instance_count >= 3, result.deleted_instance_count
     assert c.get_orchestration_state(f"{pid}-child") is None
-    # by filter
+    # by filter, in hub2: in the shared hub it would also purge the FAILED instances other scenarios
+    # are about to rewind
+    c2 = new_client(MAIN, "hub2")
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
-    failed = c.schedule_new_orchestration(fails, input="purge me")
-    done(failed)
-    result = c.purge_orchestrations_by(created_time_from=since, runtime_status=[dc.OrchestrationStatus.FAILED])
-    assert result.deleted_instance_count >= 1 and c.get_orchestration_state(failed) is None
+    failed = c2.schedule_new_orchestration(fails, input="purge me")
+    done(failed, c2)
+    result = c2.purge_orchestrations_by(created_time_from=since, runtime_status=[dc.OrchestrationStatus.FAILED])
+    assert result.deleted_instance_count == 1 and c2.get_orchestration_state(failed) is None
 
 
 def s_restart():
