@@ -1,7 +1,8 @@
-"""The SQLite store's journal: commits land as journal rows, fold into the tables, and survive a crash."""
+"""The SQLite store's journal: commits land in the journal file, fold into the tables, and survive a crash."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from durabletask.emulator.store import Batch, SqliteStore
+from durabletask.emulator.store import Batch, SqliteStore, journal
 from durabletask.emulator.store.base import COMPLETED, RUNNING
+from durabletask.emulator.store.journal_file import HEADER_SIZE
 from tests.emulator.test_store import activity, commit, message, record
 
 
@@ -19,9 +21,13 @@ def table_counts(path: Path) -> dict[str, int]:
     db = sqlite3.connect(str(path))
     try:
         return {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("instances", "history", "messages", "activities", "journal")}
+                for table in ("instances", "history", "messages", "activities")}
     finally:
         db.close()
+
+
+def journal_of(path: Path) -> Path:
+    return path.with_name(path.name + ".journal")
 
 
 def open_store(path: Path, **kw: int) -> SqliteStore:
@@ -31,9 +37,18 @@ def open_store(path: Path, **kw: int) -> SqliteStore:
 
 
 def crash(store: SqliteStore) -> None:
-    """Drop the connection without folding, as a killed process would."""
+    """Drop the connection and the journal without folding, as a killed process would."""
     store.db.close()
     store._db = None
+    store.journal.close()
+
+
+def commit_instances(store: SqliteStore, count: int, start: int = 0) -> None:
+    for i in range(start, start + count):
+        batch = Batch()
+        batch.put_instance(record(f"i{i}"))
+        batch.append_history("default", f"i{i}", 0, [b"e%d" % i])
+        commit(store, batch)
 
 
 def test_a_fold_writes_the_net_effect_of_the_journaled_commits(tmp_path: Path) -> None:
@@ -53,7 +68,8 @@ def test_a_fold_writes_the_net_effect_of_the_journaled_commits(tmp_path: Path) -
     commit(store, batch)
     store.close()
     # The history written in one fold window is one row; the message and activity never reached their tables.
-    assert table_counts(path) == {"instances": 1, "history": 1, "messages": 0, "activities": 0, "journal": 0}
+    assert table_counts(path) == {"instances": 1, "history": 1, "messages": 0, "activities": 0}
+    assert not journal_of(path).exists()  # a clean close folds the journal and removes it
     again = open_store(path)
     (loaded,) = again.load("default").instances
     assert loaded.status == COMPLETED
@@ -69,7 +85,8 @@ def test_the_journal_is_folded_after_the_configured_number_of_commits(tmp_path: 
         batch.put_message(message(i))
         commit(store, batch)
         assert store.folds == (1 if i == 3 else 0)
-    assert store.db.execute("SELECT COUNT(*) FROM journal").fetchone()[0] == 0
+        assert journal_of(store.path).stat().st_size > HEADER_SIZE or i == 3
+    assert journal_of(store.path).stat().st_size == HEADER_SIZE  # emptied by the fold
     assert store.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 3
     store.close()
 
@@ -134,9 +151,10 @@ def test_journaled_commits_survive_a_crash_and_are_folded_on_open(tmp_path: Path
     batch.put_message(message(7))
     commit(store, batch)
     crash(store)
-    assert table_counts(path)["journal"] == 1 and table_counts(path)["instances"] == 0
+    assert table_counts(path)["instances"] == 0 and journal_of(path).stat().st_size > HEADER_SIZE
     again = open_store(path)
-    assert again.db.execute("SELECT COUNT(*) FROM journal").fetchone()[0] == 0
+    assert again.db.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 1  # folded on open
+    assert journal_of(path).stat().st_size == HEADER_SIZE
     snap = again.load("default")
     assert [r.instance_id for r in snap.instances] == ["i1"] and snap.histories == {"i1": [b"a"]}
     assert again.max_ids() == (7, 0)
@@ -208,21 +226,95 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
     batch.append_history("default", "i1", 2, [b"next"])  # appends where version 1 left off
     commit(store, batch)
     assert store.read_history("default", "i1") == [b"\x0a\x01", b"\x0b\x02", b"next"]
-    assert store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
     store.close()
 
 
-def test_a_damaged_journal_row_is_reported_and_nothing_is_changed(tmp_path: Path) -> None:
+V2_JOURNAL_TABLE = """
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+DELETE FROM meta WHERE key = 'journal_generation';
+CREATE TABLE journal (seq INTEGER PRIMARY KEY, ops BLOB NOT NULL);
+"""
+
+
+def test_a_version_2_file_has_its_journal_table_folded_and_dropped(tmp_path: Path) -> None:
     path = tmp_path / "e.db"
     store = open_store(path)
-    batch = Batch()
-    batch.put_instance(record())
-    commit(store, batch)
-    crash(store)
+    commit_instances(store, 1)
+    store.close()
     db = sqlite3.connect(str(path))
-    db.execute("INSERT INTO journal (ops) VALUES (?)", (b"\x01not marshal",))
+    db.executescript(V2_JOURNAL_TABLE)
+    rows = [[journal.entry(op) for op in batch.ops] for batch in _v2_batches()]
+    db.executemany("INSERT INTO journal (ops) VALUES (?)", [(journal.encode(r),) for r in rows])
     db.commit()
     db.close()
-    with pytest.raises(RuntimeError, match=r"journal row 2 cannot be read"):
+    again = open_store(path)
+    assert again.read_history("default", "i0") == [b"e0", b"more"]
+    assert [r.instance_id for r in again.load("default").instances] == ["i0", "i1"]
+    assert again.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'journal'").fetchone() is None
+    assert again.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+    again.close()
+
+
+def _v2_batches() -> list[Batch]:
+    first = Batch()
+    first.append_history("default", "i0", 1, [b"more"])
+    second = Batch()
+    second.put_instance(record("i1"))
+    return [first, second]
+
+
+@pytest.mark.parametrize("damage", ["cut", "flipped"])
+def test_a_damaged_end_of_the_journal_is_dropped_with_a_warning_and_the_commits_before_it_are_kept(
+        tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "e.db"
+    store = open_store(path)
+    commit_instances(store, 3)
+    crash(store)
+    data = bytearray(journal_of(path).read_bytes())
+    if damage == "cut":  # the last write was cut short (a power cut)
+        del data[-3:]
+    else:  # a byte of the last record is wrong
+        data[-2] ^= 0xFF
+    journal_of(path).write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="durabletask.emulator.store"):
+        again = open_store(path)
+    assert "dropped its last" in caplog.text and "after 2 complete commit(s)" in caplog.text
+    assert [r.instance_id for r in again.load("default").instances] == ["i0", "i1"]
+    commit_instances(again, 1, start=2)  # the file goes on after the cut: i2 is committed again
+    assert again.read_history("default", "i2") == [b"e2"]
+    again.close()
+
+
+def test_records_of_a_generation_already_folded_are_ignored(tmp_path: Path) -> None:
+    """The process died after a fold committed and before the journal file was emptied."""
+    path = tmp_path / "e.db"
+    store = open_store(path)
+    commit_instances(store, 2)
+    before_fold = journal_of(path).read_bytes()
+    store.load("default")  # folds
+    crash(store)
+    journal_of(path).write_bytes(before_fold)
+    again = open_store(path)  # replaying the two commits again would append their history twice
+    assert again.read_history("default", "i0") == [b"e0"] and again.read_history("default", "i1") == [b"e1"]
+    assert journal_of(path).stat().st_size == HEADER_SIZE
+    again.close()
+
+
+def test_a_damaged_record_in_the_journal_gives_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "e.db"
+    store = open_store(path)
+    commit_instances(store, 1)
+    store.journal.append(b"\x01not marshal")  # a valid record whose content is not a commit
+    crash(store)
+    with pytest.raises(RuntimeError, match=r"commit 2 of .*e\.db\.journal cannot be read"):
         open_store(path)
-    assert table_counts(path)["journal"] == 2
+    assert table_counts(path)["instances"] == 0
+
+
+def test_a_file_that_is_not_a_journal_is_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "e.db"
+    journal_of(path).write_text("my notes, not a journal\n")
+    with pytest.raises(RuntimeError, match=r"is not a durabletask journal; move it away"):
+        open_store(path)
+    assert journal_of(path).read_text() == "my notes, not a journal\n"

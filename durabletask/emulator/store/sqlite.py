@@ -1,17 +1,19 @@
 """The default store: one SQLite file in WAL mode, written by a single connection.
 
-Writes go through a journal (:mod:`durabletask.emulator.store.journal`): a commit appends one row
-holding the batches' operations, and every few hundred commits their net effect is folded into the
-tables (``instances``, ``history``, ``messages``, ``activities``, ``entities``) in one transaction.
-Reads see the journaled changes too; opening the store folds whatever a crash left in the journal.
+Writes go through a journal (:mod:`durabletask.emulator.store.journal`): a commit appends one record
+holding the batches' operations to the journal file next to the database
+(:mod:`durabletask.emulator.store.journal_file`), and every few hundred commits their net effect is
+folded into the tables (``instances``, ``history``, ``messages``, ``activities``, ``entities``) in
+one transaction. Reads see the journaled changes too; opening the store folds whatever a crash left
+in the journal, and a clean close folds it and removes the file.
 
-Durability: a batch is acknowledged only after its transaction committed. With the default
-``synchronous=NORMAL`` in WAL mode a committed transaction survives the process being killed
-(SIGKILL, a crash); only a power cut or an OS crash can lose the last commits, never corrupt the
-file. ``synchronous="FULL"`` also survives those, at the cost of an fsync per commit.
+Durability: a batch is acknowledged only after its record is written. With the default
+``synchronous=NORMAL`` a commit survives the process being killed (SIGKILL, a crash); only a power
+cut or an OS crash can lose the last commits, never leave the database inconsistent.
+``synchronous="FULL"`` also survives those, at the cost of an fsync per commit.
 
-Speed: several batches are committed in one transaction when they arrive together (group commit),
-as one journal row of a few pages; short-lived rows (inbox messages, activities, superseded
+Speed: several batches are committed together when they arrive together (group commit), as one
+journal record, one ``write``; short-lived rows (inbox messages, activities, superseded
 instance rows) mostly never reach their tables; statements are prepared once (sqlite3 caches them
 by text); the only indexes are the ones the engine's deletes need, because queries are answered
 from the engine's memory.
@@ -39,15 +41,16 @@ from durabletask.emulator.store.base import (
     history_in_memory,
 )
 from durabletask.emulator.store.journal import Entry, JournalError, Key, Pending
+from durabletask.emulator.store.journal_file import JournalFile
 
 logger = logging.getLogger("durabletask.emulator.store")
 
-SCHEMA_VERSION = 2
-"""1: the tables, one history row per event; 2: a journal, and history rows holding a run of events each
-(``count`` events from position ``seq``, packed by :func:`pack_events`). A version 1 file is upgraded
-when opened."""
+SCHEMA_VERSION = 3
+"""1: the tables, one history row per event; 2: a journal table, and history rows holding a run of events
+each (``count`` events from position ``seq``, packed by :func:`pack_events`); 3: the journal is a file
+next to the database, and ``meta`` names its generation. Older files are upgraded when opened."""
 FOLD_COMMITS = 256
-"""Journal rows after which their net effect is folded into the tables."""
+"""Journal records after which their net effect is folded into the tables."""
 FOLD_BYTES = 8 << 20
 """Journal size (bytes) after which it is folded, whatever the number of rows."""
 _LENGTHS_KEPT = 100_000
@@ -123,11 +126,8 @@ CREATE TABLE IF NOT EXISTS entities (
     critical_section_id TEXT,
     PRIMARY KEY (hub, instance_id)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY,
-    ops BLOB NOT NULL
-);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_generation', '0');
 """
 
 _PUT_INSTANCE = (
@@ -174,6 +174,8 @@ class SqliteStore(Store):
         self.folds = 0
         """Number of folds so far (tests, benchmarks)."""
         self._db: sqlite3.Connection | None = None
+        self.journal = JournalFile(self.path.with_name(self.path.name + ".journal"), sync=self.waits_for_disk)
+        """The journal file, ``<database>.journal``."""
         self._pending = Pending()
         self._fold_at = (fold_commits, fold_bytes)  # fold when the journal has this many rows or bytes
         self._lengths: dict[Key, int] = {}  # known history lengths, to check appends without a query
@@ -204,7 +206,7 @@ class SqliteStore(Store):
             version = _schema_version(db)
             if version == 1:
                 _upgrade_from_1(db)
-            elif version not in (None, SCHEMA_VERSION):
+            elif version not in (None, 2, SCHEMA_VERSION):
                 raise RuntimeError(
                     f"{self.path} has schema version {version}, this emulator understands {SCHEMA_VERSION}; "
                     "use another --db file or upgrade durabletask"
@@ -214,6 +216,7 @@ class SqliteStore(Store):
             self._recover()
         except sqlite3.OperationalError as error:
             self._db = None
+            self.journal.close()
             db.close()
             if "locked" in str(error):
                 raise RuntimeError(f"{self.path} is in use by another process (another emulator?); stop it or "
@@ -221,6 +224,7 @@ class SqliteStore(Store):
             raise
         except BaseException:
             self._db = None
+            self.journal.close()
             db.close()
             raise
 
@@ -230,24 +234,41 @@ class SqliteStore(Store):
         self._stored_message_ids = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
         self._stored_activity_ids = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM activities").fetchone()[0])
         pending = Pending()
-        for seq, data in db.execute("SELECT seq, ops FROM journal ORDER BY seq"):
-            try:
-                pending.add(journal.decode(bytes(data)))
-            except JournalError as error:
-                raise RuntimeError(f"{self.path}: journal row {seq} cannot be read ({error}); the file was written "
-                                   "by another version of durabletask or is damaged") from error
-            pending.commits += 1
+        legacy = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'journal'").fetchone()
+        if legacy is not None:  # a version 2 file: its journal was a table
+            for seq, data in db.execute("SELECT seq, ops FROM journal ORDER BY seq"):
+                self._replay(pending, bytes(data), f"journal row {seq}")
+        generation = int(db.execute("SELECT value FROM meta WHERE key = 'journal_generation'").fetchone()[0])
+        for number, data in enumerate(self.journal.open(generation), 1):
+            self._replay(pending, data, f"commit {number} of {self.journal.path}")
         if pending:
             logger.info("folding %d journaled commit(s) of %s into its tables", pending.commits, self.path)
             self._pending = pending
             self._fold()
+        if legacy is not None:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DROP TABLE journal")
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+            logger.info("upgraded the emulator database to schema version %d", SCHEMA_VERSION)
+
+    def _replay(self, pending: Pending, data: bytes, where: str) -> None:
+        try:
+            pending.add(journal.decode(data))
+        except JournalError as error:
+            raise RuntimeError(f"{self.path}: {where} cannot be read ({error}); it was written by another version "
+                               "of durabletask or is damaged") from error
+        pending.commits += 1
 
     def close(self) -> None:
         if self._db is not None:
+            folded = True
             try:
                 self._fold()
-            except sqlite3.Error as error:  # the journal keeps the commits; the next open folds them
+            except (sqlite3.Error, OSError) as error:  # the journal keeps the commits; the next open folds them
                 logger.warning("could not fold the journal of %s on close: %s", self.path, error)
+                folded = False
+            self.journal.close(remove=folded)
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA optimize")
             self._db.close()
@@ -309,9 +330,9 @@ class SqliteStore(Store):
             return errors
         data = journal.encode(entries)
         try:
-            self.db.execute("INSERT INTO journal (ops) VALUES (?)", (data,))  # autocommit: one transaction
-        except sqlite3.Error as error:
-            logger.error("a write to %s failed: %s", self.path, error)
+            self.journal.append(data)
+        except OSError as error:
+            logger.error("a write to %s failed: %s", self.journal.path, error)
             return [error if e is None else e for e in errors]
         pending = self._pending
         pending.add(entries)
@@ -326,6 +347,8 @@ class SqliteStore(Store):
             except sqlite3.Error as error:  # the commits are safe in the journal; try again later
                 logger.error("could not fold the journal of %s into its tables: %s", self.path, error)
                 self._fold_at = (pending.commits + self.fold_commits, pending.size + self.fold_bytes)
+            except OSError as error:  # folded, but the journal file could not be emptied: no more commits
+                logger.error("could not empty %s after a fold: %s", self.journal.path, error)
         return errors
 
     def _entries(self, batch: Batch, lengths: dict[Key, int], new_ids: tuple[set[int], set[int]],
@@ -421,7 +444,8 @@ class SqliteStore(Store):
             db.executemany(_PUT_INSTANCE, [row for row in pending.instances.values() if row is not None])
             db.executemany(_PUT_ENTITY, [row for row in pending.entities.values() if row is not None])
             db.executemany(_DELETE_ENTITY, [key for key, row in pending.entities.items() if row is None])
-            db.execute("DELETE FROM journal")
+            generation = self.journal.generation + 1
+            db.execute("UPDATE meta SET value = ? WHERE key = 'journal_generation'", (str(generation),))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -431,6 +455,8 @@ class SqliteStore(Store):
         self._pending = Pending()
         self._fold_at = (self.fold_commits, self.fold_bytes)
         self.folds += 1
+        # Folded: the file's records belong to an older generation now, ignored when it is opened again.
+        self.journal.reset(generation)
 
 
 def pack_events(events: Sequence[bytes]) -> bytes:
