@@ -31,6 +31,7 @@ from durabletask.emulator.state import (
     OrchestrationLease,
 )
 from durabletask.emulator.store.base import Message
+from durabletask.emulator.turn import turn_end
 from durabletask.internal import orchestrator_service_pb2 as pb
 
 logger = logging.getLogger("durabletask.emulator.dispatch")
@@ -185,7 +186,7 @@ class Dispatcher:
     def schedule_pump(self) -> None:
         if not self._pump_scheduled:
             self._pump_scheduled = True
-            asyncio.get_running_loop().call_soon(self.pump)
+            turn_end(asyncio.get_running_loop()).add(self.pump)
 
     def pump(self) -> None:
         self._pump_scheduled = False

@@ -23,7 +23,7 @@ from durabletask.emulator.entity_state import load_entities
 from durabletask.emulator.errors import EmulatorError, InvalidArgument, NotFound, Unavailable
 from durabletask.emulator.state import Activity, HubState, Instance, Waiter
 from durabletask.emulator.store.base import PENDING, Message, Store, history_in_memory
-from durabletask.emulator.store.runner import StoreRunner
+from durabletask.emulator.store.runner import Durable, StoreRunner
 from durabletask.emulator.tx import Tx
 from durabletask.internal import orchestrator_service_pb2 as pb
 
@@ -152,8 +152,8 @@ class Engine:
         await durable
         return result
 
-    def _start(self, hub: HubState, rule: Callable[..., T], *args: Any) -> tuple[T, asyncio.Future[None]]:
-        """Run a rule in a transaction and commit it; the future resolves once the changes are durable.
+    def _start(self, hub: HubState, rule: Callable[..., T], *args: Any) -> tuple[T, Durable]:
+        """Run a rule in a transaction and commit it; the Durable settles once the changes are durable.
 
         A rule that breaks an emulator rule raises before changing anything. One that fails half-way
         gets a future that fails once the hub has been reloaded from storage.
@@ -163,19 +163,19 @@ class Engine:
             result = rule(tx, *args)
         except EmulatorError as error:
             if tx.batch or tx.touched:  # pragma: no cover - rules raise before they change anything
-                return cast(T, None), asyncio.ensure_future(self._recover_and_raise(hub, error))
+                return cast(T, None), Durable.of(self._recover_and_raise(hub, error))
             raise
         except Exception as error:
             logger.exception("a rule failed half-way; reloading task hub %r from storage", hub.name)
-            return cast(T, None), asyncio.ensure_future(self._recover_and_raise(hub, error))
+            return cast(T, None), Durable.of(self._recover_and_raise(hub, error))
         return result, self.commit(tx)
 
     async def _recover_and_raise(self, hub: HubState, error: Exception) -> None:
         await self._recover(hub)
         raise error
 
-    def commit(self, tx: Tx) -> asyncio.Future[None]:
-        """Make a transaction's changes take effect; the future resolves once they are durable."""
+    def commit(self, tx: Tx) -> Durable:
+        """Make a transaction's changes take effect; the result settles once they are durable."""
         hub = tx.hub
         dispatcher = self.dispatcher
         for instance in tx.touched:
@@ -190,17 +190,17 @@ class Engine:
             for entity in tx.entities:
                 dispatcher.entities.touch(hub, entity, tx.now)
         if not tx.batch:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            future.set_result(None)
+            nothing = Durable()
+            nothing.settle()
             self._notify(hub, tx.changed)
-            return future
-        future = self.runner.submit(tx.batch)
+            return nothing
+        durable = self.runner.submit(tx.batch)
         changed = tx.changed
-        future.add_done_callback(lambda f: self._committed(f, hub, changed))
-        return future
+        durable.add_done_callback(lambda done: self._committed(done, hub, changed))
+        return durable
 
-    def _committed(self, future: asyncio.Future[None], hub: HubState, changed: set[str]) -> None:
-        error = future.exception()
+    def _committed(self, durable: Durable, hub: HubState, changed: set[str]) -> None:
+        error = durable.exception()
         if error is not None:
             self._fail(error)
         else:
@@ -406,8 +406,8 @@ class Engine:
             await durable
 
     def complete_orchestration_now(self, hub: HubState,
-                                   response: pb.OrchestratorResponse) -> asyncio.Future[None] | None:
-        """Apply an orchestrator's response; the future (if any) resolves once the episode is durable."""
+                                   response: pb.OrchestratorResponse) -> Durable | None:
+        """Apply an orchestrator's response; the result (if any) settles once the episode is durable."""
         lease = self.dispatcher.find_orchestration(response.completionToken, response.instanceId)
         if lease is None or lease.hub is not hub:
             logger.info("ignored a completion for instance %r: its work item is no longer leased (token %r)",
@@ -445,8 +445,8 @@ class Engine:
         if durable is not None:
             await durable
 
-    def complete_activity_now(self, hub: HubState, response: pb.ActivityResponse) -> asyncio.Future[None] | None:
-        """Apply an activity's result; the future (if any) resolves once it is durable."""
+    def complete_activity_now(self, hub: HubState, response: pb.ActivityResponse) -> Durable | None:
+        """Apply an activity's result; the result (if any) settles once it is durable."""
         lease = self.dispatcher.find_activity(response.completionToken, response.instanceId, response.taskId)
         if lease is None or lease.hub is not hub:
             logger.info("ignored a result for activity %d of %r: its work item is no longer leased (token %r)",

@@ -21,6 +21,7 @@ from durabletask.emulator.errors import EmulatorError
 from durabletask.emulator.h2.call import Call
 from durabletask.emulator.h2.server import Route
 from durabletask.emulator.state import HubState
+from durabletask.emulator.store.runner import Durable
 from durabletask.emulator.wire import history_chunk
 from durabletask.internal import orchestrator_service_pb2 as pb
 
@@ -59,8 +60,8 @@ class Service:
                 raise asyncio.CancelledError from error
             await _abort(context, *_status_of(error))
 
-    def _now(self, context: Call, start: Callable[[HubState], asyncio.Future[None] | None],
-             response: Any) -> tuple[asyncio.Future[None] | None, Any]:
+    def _now(self, context: Call, start: Callable[[HubState], Durable | None],
+             response: Any) -> tuple[Durable | None, Any]:
         """`_unary` for calls that need no task (the own HTTP/2 server's ``Route.immediate``): start the
         change now; the server answers ``response`` once the returned future says it is durable."""
         context.error_status = _status_of
@@ -192,11 +193,11 @@ class Service:
         return pb.CompleteTaskResponse()
 
     def _complete_orchestration_now(self, request: pb.OrchestratorResponse,
-                                    context: Any) -> tuple[asyncio.Future[None] | None, Any]:
+                                    context: Any) -> tuple[Durable | None, Any]:
         return self._now(context, lambda hub: self.engine.complete_orchestration_now(hub, request), _COMPLETED)
 
     def _complete_activity_now(self, request: pb.ActivityResponse,
-                               context: Any) -> tuple[asyncio.Future[None] | None, Any]:
+                               context: Any) -> tuple[Durable | None, Any]:
         return self._now(context, lambda hub: self.engine.complete_activity_now(hub, request), _COMPLETED)
 
     async def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest,
@@ -257,7 +258,7 @@ class Service:
     def routes(self) -> list[Route]:
         """Every method of the service, for the emulator's own HTTP/2 server."""
         routes = []
-        immediate: dict[str, Callable[[Any, Any], tuple[asyncio.Future[None] | None, Any]]] = {
+        immediate: dict[str, Callable[[Any, Any], tuple[Durable | None, Any]]] = {
             "CompleteOrchestratorTask": self._complete_orchestration_now,
             "CompleteActivityTask": self._complete_activity_now,
         }

@@ -25,11 +25,12 @@ import grpc
 import grpc.aio
 
 from durabletask.emulator.h2.call import Call, metadata_pairs, parse_timeout, status_fields
+from durabletask.emulator.turn import turn_end
 from durabletask.internal.h2 import frames as f
 from durabletask.internal.h2 import hpack
 
 if TYPE_CHECKING:
-    from durabletask.emulator.h2.server import GrpcServer, Route
+    from durabletask.emulator.h2.server import GrpcServer, Outcome, Route
 
 logger = logging.getLogger("durabletask.emulator.h2")
 
@@ -90,6 +91,7 @@ class Connection(asyncio.BufferedProtocol):
     def __init__(self, server: GrpcServer) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
+        self._turn_end = turn_end(self.loop)
         self.peer = "unknown"
         self.streams: dict[int, Stream] = {}
         self._transport: asyncio.Transport | None = None
@@ -384,7 +386,7 @@ class Connection(asyncio.BufferedProtocol):
         else:
             durable.add_done_callback(lambda done: self._answer(stream, route, call, done, response))
 
-    def _answer(self, stream: Stream, route: Route, call: Call, done: asyncio.Future[Any], response: Any) -> None:
+    def _answer(self, stream: Stream, route: Route, call: Call, done: Outcome, response: Any) -> None:
         if stream.ended:
             return
         if done.cancelled():
@@ -462,11 +464,12 @@ class Connection(asyncio.BufferedProtocol):
     # -- frames out
 
     def _write(self, data: bytes) -> None:
-        """Queue bytes for the socket; everything queued in one turn of the loop goes out in one send."""
+        """Queue bytes for the socket; everything queued in one turn of the loop goes out in one send, at the
+        end of the turn (after the store's commit and the work-item pump: :mod:`durabletask.emulator.turn`)."""
         if self._transport is None:
             return
         if not self._out:
-            self.loop.call_soon(self._send_out)
+            self._turn_end.add(self._send_out)
         self._out.append(data)
 
     def _send_out(self) -> None:

@@ -16,13 +16,23 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from durabletask.emulator.h2.connection import Connection
 
 logger = logging.getLogger("durabletask.emulator.h2")
+
+class Outcome(Protocol):
+    """What an immediate call waits for before it answers (an asyncio future, or a store ``Durable``)."""
+
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+    def exception(self) -> BaseException | None: ...
+
 
 Authenticate = Callable[[Sequence[tuple[str, Any]]], "str | None"]
 """Checks a call's metadata; returns None to accept it, or why it is refused (UNAUTHENTICATED)."""
@@ -39,10 +49,10 @@ class Route:
     serialize: Callable[[Any], bytes]
     streaming: bool
     request_name: str
-    immediate: Callable[[Any, Any], tuple[asyncio.Future[Any] | None, Any]] | None = None
+    immediate: Callable[[Any, Any], tuple[Outcome | None, Any]] | None = None
     """Optional synchronous form of a unary ``behaviour``, so that the call needs no task of its own:
-    ``(request, context)`` returns ``(durable, response)``, where ``response`` is sent once the future
-    ``durable`` (None: nothing to wait for) has a result; or it raises (``grpc.aio.AbortError`` after
+    ``(request, context)`` returns ``(outcome, response)``, where ``response`` is sent once ``outcome``
+    (None: nothing to wait for) is done without an error; or it raises (``grpc.aio.AbortError`` after
     ``context.fail`` for a status of its choosing)."""
 
 

@@ -2,10 +2,11 @@
 
 The engine submits batches and reads from the asyncio loop and awaits their futures.
 
-* A store whose writes are quick (SQLite with ``synchronous=NORMAL``: a commit is a few writes into
-  the WAL, no fsync) runs on the loop: the batches submitted during one turn of the loop are
-  committed together in one transaction at the end of that turn. No thread hand-overs, no GIL
-  contention; measured, this costs less CPU than the thread (``benchmarks/emulator.py``).
+* A store whose writes are quick (SQLite with ``synchronous=NORMAL``: a commit is one write to its
+  journal file, no fsync) runs on the loop: the batches submitted during one turn of the loop are
+  committed together at the end of that turn (:mod:`durabletask.emulator.turn`). No thread
+  hand-overs, no GIL contention; measured, this costs less CPU than the thread
+  (``benchmarks/emulator.py``).
 * A store that waits for the disk (``synchronous=FULL``: an fsync per commit) gets a dedicated
   thread that takes everything queued since its last turn, commits all waiting batches in one
   transaction, runs reads in between in order, and resolves the futures with a single hand-over to
@@ -14,25 +15,100 @@ The engine submits batches and reads from the asyncio loop and awaits their futu
 
 Ordering guarantee: calls take effect in the order they were submitted, so a read submitted after
 a batch sees that batch, and the durable state is always a prefix of the engine's changes.
+
+A batch's outcome is a :class:`Durable`: unlike an asyncio future, it runs its callbacks as soon
+as the commit is done, in the same pass, so an answer waiting for the commit is written (and sent)
+in the pass that committed it instead of turns later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 from durabletask.emulator.store.base import Batch, Store
+from durabletask.emulator.turn import turn_end
 
 logger = logging.getLogger("durabletask.emulator.store")
 
 T = TypeVar("T")
 
-# Queue entries: (batch or callable, future).
-_Entry = tuple[Any, "asyncio.Future[Any]"]
+
+class Durable:
+    """The outcome of a submitted batch: done once the batch is durable, or failed with the store's error.
+
+    Callbacks (``add_done_callback``) run synchronously when it is settled, or at once if it already
+    is; it can be awaited any number of times.
+    """
+
+    __slots__ = ("_callbacks", "_done", "_error")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[Durable], object]] = []
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self) -> BaseException | None:
+        if not self._done:
+            raise asyncio.InvalidStateError("the batch is not committed yet")
+        return self._error
+
+    def add_done_callback(self, callback: Callable[[Durable], object]) -> None:
+        if self._done:
+            _call(callback, self)
+        else:
+            self._callbacks.append(callback)
+
+    def settle(self, error: BaseException | None = None) -> None:
+        """Mark it done (failed with ``error``) and run its callbacks; a second call does nothing."""
+        if self._done:
+            return
+        self._done = True
+        self._error = error
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _call(callback, self)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if not self._done:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.add_done_callback(lambda _: None if waiter.done() else waiter.set_result(None))
+            yield from waiter
+        if self._error is not None:
+            raise self._error
+
+    @classmethod
+    def of(cls, awaitable: Awaitable[Any]) -> Durable:
+        """A Durable settled when ``awaitable`` (run as a task) finishes."""
+        durable = cls()
+
+        def finished(task: asyncio.Future[Any]) -> None:
+            durable.settle(asyncio.CancelledError() if task.cancelled() else task.exception())
+
+        asyncio.ensure_future(awaitable).add_done_callback(finished)
+        return durable
+
+
+def _call(callback: Callable[[Durable], object], durable: Durable) -> None:
+    try:
+        callback(durable)
+    except Exception:
+        logger.exception("a callback of a committed batch failed")
+
+
+# Queue entries: (batch or callable, Durable for a batch or future for a call).
+_Entry = tuple[Any, Any]
 
 
 class StoreRunner:
@@ -51,7 +127,7 @@ class StoreRunner:
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._last: asyncio.Future[Any] | None = None
+        self._last: Durable | None = None
         self.commits = 0
         """Number of transactions (group commits) so far, for tests and benchmarks."""
 
@@ -80,27 +156,24 @@ class StoreRunner:
             self.store.close()
         self._loop = None
 
-    def submit(self, batch: Batch) -> asyncio.Future[None]:
-        """Queue a batch; the future resolves once it is durable (or fails with the store's error)."""
+    def submit(self, batch: Batch) -> Durable:
+        """Queue a batch; the result settles once it is durable (or fails with the store's error)."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("the store runner is not started")
-        future: asyncio.Future[None] = loop.create_future()
+        durable = Durable()
         if self._thread is None and self.store.blocking:  # on the loop, grouped by turn
             if not self._inline:
-                loop.call_soon(self._commit_inline)
-            self._inline.append((batch, future))
-            self._last = future
-            return future
+                turn_end(loop).add(self._commit_inline)
+            self._inline.append((batch, durable))
+            self._last = durable
+            return durable
         if self._thread is None:
-            error = self.store.apply([batch])[0]
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-            return future
-        self._enqueue((batch, future))
-        return future
+            durable.settle(self.store.apply([batch])[0])
+            return durable
+        self._last = durable
+        self._enqueue((batch, durable))
+        return durable
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run a read on the store, after every batch submitted before it."""
@@ -119,7 +192,8 @@ class StoreRunner:
         self._commit_inline()
         last = self._last
         if last is not None and not last.done():
-            await asyncio.shield(last)
+            with contextlib.suppress(Exception):  # its submitter gets the error
+                await last
 
     @property
     def pending(self) -> bool:
@@ -132,7 +206,6 @@ class StoreRunner:
 
     def _enqueue(self, entry: _Entry) -> None:
         # Entries made during one turn of the event loop are handed over together at its end.
-        self._last = entry[1]
         if not self._outbox:
             assert self._loop is not None
             self._loop.call_soon(self._hand_over)
@@ -173,8 +246,8 @@ class StoreRunner:
         finally:
             self.store.close()
 
-    def _process(self, entries: list[_Entry]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    def _process(self, entries: list[_Entry]) -> list[tuple[Any, Any, BaseException | None]]:
+        outcomes: list[tuple[Any, Any, BaseException | None]] = []
         pending: list[_Entry] = []
 
         def commit_pending() -> None:
@@ -202,15 +275,17 @@ class StoreRunner:
         return outcomes
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
+def _settle(future: asyncio.Future[Any] | Durable, result: Any, error: BaseException | None) -> None:
+    if isinstance(future, Durable):
+        future.settle(error)
+    elif future.done():
         return
-    if error is not None:
+    elif error is not None:
         future.set_exception(error)
     else:
         future.set_result(result)
 
 
-def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle_all(outcomes: list[tuple[Any, Any, BaseException | None]]) -> None:
     for future, result, error in outcomes:
         _settle(future, result, error)
