@@ -49,7 +49,7 @@ SCHEMA_VERSION = 3
 """1: the tables, one history row per event; 2: a journal table, and history rows holding a run of events
 each (``count`` events from position ``seq``, packed by :func:`pack_events`); 3: the journal is a file
 next to the database, and ``meta`` names its generation. Older files are upgraded when opened."""
-FOLD_COMMITS = 256
+FOLD_COMMITS = 2048
 """Journal records after which their net effect is folded into the tables."""
 FOLD_BYTES = 8 << 20
 """Journal size (bytes) after which it is folded, whatever the number of rows."""
