@@ -35,9 +35,8 @@ def now() -> float:
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
+    whole, nanos = divmod(int(seconds * 1e9), 1_000_000_000)
+    return timestamp_pb2.Timestamp(seconds=whole, nanos=nanos)
 
 
 def seconds(ts: timestamp_pb2.Timestamp) -> float:
@@ -115,12 +114,29 @@ def event_bytes(seconds_: float, event_id: int = -1, **kind: object) -> bytes:
     return event.SerializeToString()
 
 
+# The two events of every episode, assembled by hand: eventId -1 (a negative int32 is a 10-byte
+# varint), the timestamp, and the empty message of the event's kind (field 14 or 15).
+_NO_EVENT_ID = b"\x08" + b"\xff" * 9 + b"\x01"
+_ORCHESTRATOR_STARTED = b"\x72\x00"
+_ORCHESTRATOR_COMPLETED = b"\x7a\x00"
+
+
+def _marker_event(at: float, kind: bytes) -> bytes:
+    whole, nanos = divmod(int(at * 1e9), 1_000_000_000)
+    if whole < 0:  # pragma: no cover - a clock before 1970: let protobuf encode it
+        if kind == _ORCHESTRATOR_STARTED:
+            return event_bytes(at, orchestratorStarted=pb.OrchestratorStartedEvent())
+        return event_bytes(at, orchestratorCompleted=pb.OrchestratorCompletedEvent())
+    body = (b"\x08" + _varint(whole) if whole else b"") + (b"\x10" + _varint(nanos) if nanos else b"")
+    return _NO_EVENT_ID + b"\x12" + _varint(len(body)) + body + kind
+
+
 def orchestrator_started(at: float) -> bytes:
-    return event_bytes(at, orchestratorStarted=pb.OrchestratorStartedEvent())
+    return _marker_event(at, _ORCHESTRATOR_STARTED)
 
 
 def orchestrator_completed(at: float) -> bytes:
-    return event_bytes(at, orchestratorCompleted=pb.OrchestratorCompletedEvent())
+    return _marker_event(at, _ORCHESTRATOR_COMPLETED)
 
 
 def parse_event(data: bytes) -> pb.HistoryEvent:

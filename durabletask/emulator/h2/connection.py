@@ -206,14 +206,14 @@ class Connection(asyncio.BufferedProtocol):
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self._header_block is not None and kind != f.CONTINUATION:
             raise f.ProtocolError(f.PROTOCOL_ERROR, "a header block was interrupted by another frame")
-        if kind == f.DATA:
+        if kind == f.WINDOW_UPDATE:  # the most frequent: C-core acknowledges every answer's first 5 bytes
+            self._window_update(stream_id, payload)
+        elif kind == f.DATA:
             self._data(flags, stream_id, payload)
         elif kind == f.HEADERS:
             self._headers(flags, stream_id, payload)
         elif kind == f.CONTINUATION:
             self._continuation(flags, stream_id, payload)
-        elif kind == f.WINDOW_UPDATE:
-            self._window_update(stream_id, payload)
         elif kind == f.PING:
             if len(payload) != 8:
                 raise f.ProtocolError(f.FRAME_SIZE_ERROR, "a PING frame must carry 8 bytes")
