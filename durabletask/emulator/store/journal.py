@@ -1,12 +1,13 @@
-"""The SQLite store's journal: batches written as one encoded row per commit, folded into the tables later.
+"""The SQLite store's journal: batches written as one encoded record per commit, folded into the tables later.
 
 Writing every row operation of an orchestration into its table costs about a dozen page writes per
 commit, and most of those rows are short-lived: an inbox message or an activity is deleted a few
 milliseconds after it is created, and an instance row is rewritten at every episode. So a commit
-only appends one row to the ``journal`` table: the batch's operations, encoded (:func:`encode`).
+only appends one record to the journal file (:mod:`durabletask.emulator.store.journal_file`): the
+batch's operations, encoded (:func:`encode`).
 :class:`Pending` keeps their net effect in memory: a message created and deleted since the last
-fold disappears, an instance row keeps only its last version. Every few hundred commits the store
-*folds*: it writes the net effect into the tables and deletes the journal rows, in one transaction.
+fold disappears, an instance row keeps only its last version. Every few thousand commits the store
+*folds*: it writes the net effect into the tables in one transaction and empties the journal.
 After a crash the journal is read back and folded when the store opens, so nothing committed is
 lost.
 
@@ -51,7 +52,7 @@ Entry = tuple[Any, ...]
 
 
 class JournalError(Exception):
-    """A journal row cannot be read back."""
+    """A journal record cannot be read back."""
 
 
 def entry(op: Op) -> Entry:
@@ -82,25 +83,25 @@ def entry(op: Op) -> Entry:
 
 
 def encode(entries: list[Entry]) -> bytes:
-    """The entries of one commit as one journal row."""
+    """The entries of one commit as one journal record."""
     return bytes((FORMAT,)) + marshal.dumps(entries, _MARSHAL_VERSION)
 
 
 def decode(data: bytes) -> list[Entry]:
-    """The entries of a journal row.
+    """The entries of a journal record.
 
     Raises:
-        JournalError: the row is not in a format this version writes, or is damaged.
+        JournalError: the record is not in a format this version writes, or is damaged.
     """
     if not data or data[0] != FORMAT:
         raise JournalError(f"unknown journal format {data[:1]!r}")
     try:
         entries = marshal.loads(data[1:])
     except (ValueError, EOFError, TypeError) as error:
-        raise JournalError(f"a journal row is damaged: {error}") from error
+        raise JournalError(f"a journal record is damaged: {error}") from error
     if not isinstance(entries, list) or not all(isinstance(e, tuple) and e and e[0] in _SIZES
                                                  and len(e) == _SIZES[e[0]] for e in entries):
-        raise JournalError("a journal row holds something other than store operations")
+        raise JournalError("a journal record holds something other than store operations")
     return entries
 
 
@@ -138,7 +139,7 @@ class Pending:
     activity_deletes: set[int] = field(default_factory=set)
     entities: dict[Key, Row | None] = field(default_factory=dict)
     commits: int = 0
-    """Journal rows behind this state."""
+    """Journal records behind this state."""
     size: int = 0
     """Their total size in bytes."""
 

@@ -2,7 +2,7 @@
 
 Writes go through a journal (:mod:`durabletask.emulator.store.journal`): a commit appends one record
 holding the batches' operations to the journal file next to the database
-(:mod:`durabletask.emulator.store.journal_file`), and every few hundred commits their net effect is
+(:mod:`durabletask.emulator.store.journal_file`), and every few thousand commits their net effect is
 folded into the tables (``instances``, ``history``, ``messages``, ``activities``, ``entities``) in
 one transaction. Reads see the journaled changes too; opening the store folds whatever a crash left
 in the journal, and a clean close folds it and removes the file.
@@ -52,7 +52,7 @@ next to the database, and ``meta`` names its generation. Older files are upgrade
 FOLD_COMMITS = 2048
 """Journal records after which their net effect is folded into the tables."""
 FOLD_BYTES = 8 << 20
-"""Journal size (bytes) after which it is folded, whatever the number of rows."""
+"""Journal size (bytes) after which it is folded, whatever the number of records."""
 _LENGTHS_KEPT = 100_000
 
 _HISTORY_TABLE = """
@@ -177,7 +177,7 @@ class SqliteStore(Store):
         self.journal = JournalFile(self.path.with_name(self.path.name + ".journal"), sync=self.waits_for_disk)
         """The journal file, ``<database>.journal``."""
         self._pending = Pending()
-        self._fold_at = (fold_commits, fold_bytes)  # fold when the journal has this many rows or bytes
+        self._fold_at = (fold_commits, fold_bytes)  # fold when the journal has this many records or bytes
         self._lengths: dict[Key, int] = {}  # known history lengths, to check appends without a query
         self._stored_message_ids = 0  # no message id above this is in the messages table
         self._stored_activity_ids = 0
