@@ -21,6 +21,7 @@ import grpc
 import hpack as reference_hpack
 import pytest
 
+from durabletask.emulator.h2.call import shape_of
 from durabletask.emulator.h2.server import GrpcServer, Route
 from durabletask.internal.h2 import frames as f
 from durabletask.internal.h2 import huffman
@@ -453,3 +454,88 @@ def test_stop_lets_calls_in_flight_finish() -> None:
 def test_literal_encoding_is_read_by_an_independent_decoder() -> None:
     block = literal("grpc-status", "0") + literal("grpc-message", "x%20y")
     assert reference_hpack.Decoder().decode(block) == [("grpc-status", "0"), ("grpc-message", "x%20y")]
+
+
+# -- the per-connection cache of what a request's headers mean
+
+
+_CT_NOT_INDEXED = b"\x0f\x10\x10application/grpc"  # content-type (static 31), literal without indexing
+
+
+def _indexed_path(path: str) -> bytes:
+    """``:path`` (static name 4) as a literal added to the dynamic table (it becomes entry 62)."""
+    return b"\x44" + bytes([len(path)]) + path.encode()
+
+
+def test_the_same_header_bytes_reach_the_method_they_mean_after_the_table_changed() -> None:
+    post_http = b"\x83\x86"  # :method POST, :scheme http (static 3 and 6)
+    again = post_http + b"\xbe" + _CT_NOT_INDEXED  # :path is dynamic entry 62, whatever it holds now
+    with _serve() as (port, _):
+        client = _RawClient(port)
+
+        def call(stream_id: int, block: bytes) -> dict[str, str]:
+            client.sock.sendall(f.frame(f.HEADERS, f.END_HEADERS, stream_id, block))
+            client.message(stream_id, b"x")
+            return _status(client, client.frames_until(stream_id, f.HEADERS, f.END_STREAM))
+
+        assert call(1, post_http + _indexed_path("/test.Echo/Echo") + _CT_NOT_INDEXED)["grpc-status"] == "0"
+        assert call(3, again)["grpc-status"] == "0"  # entry 62 is Echo's path
+        failed = str(grpc.StatusCode.FAILED_PRECONDITION.value[0])
+        assert call(5, post_http + _indexed_path("/test.Echo/Fail") + _CT_NOT_INDEXED)["grpc-status"] == failed
+        assert call(7, again)["grpc-status"] == failed  # same bytes as stream 3, but entry 62 is Fail's path now
+        client.close()
+
+
+def test_window_updates_on_the_connection_release_waiting_data() -> None:
+    with _serve() as (port, _):
+        client = _RawClient(port, {f.SETTINGS_INITIAL_WINDOW_SIZE: 1 << 20})
+        client.headers(1, "/test.Echo/Many", end_stream=False)
+        client.message(1, b"2,40000")  # 80,010 bytes, more than the connection's window of 65,535
+        received = 0
+        client.sock.settimeout(0.2)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                kind, _, sid, payload = client.read_frame()
+            except TimeoutError:
+                continue
+            if kind == f.DATA and sid == 1:
+                received += len(payload)
+        assert received == f.DEFAULT_WINDOW
+        client.sock.settimeout(5)
+        client.sock.sendall(f.window_update(0, 100_000))
+        frames = client.frames_until(1, f.HEADERS, f.END_STREAM)
+        received += sum(len(p) for kind, _, sid, p in frames if kind == f.DATA and sid == 1)
+        assert received == 2 * (40_000 + 5)
+        client.close()
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    (f.frame(f.WINDOW_UPDATE, 0, 0, b"\x00\x00\x00\x01\x00"), f.FRAME_SIZE_ERROR),  # 5 bytes, not 4
+    (f.window_update(0, f.MAX_WINDOW), f.FLOW_CONTROL_ERROR),  # the connection's window overflows
+])
+def test_a_bad_window_update_closes_the_connection(frame: bytes, code: int) -> None:
+    with _serve() as (port, _):
+        client = _RawClient(port)
+        client.sock.sendall(frame)
+        while True:
+            kind, _, _, payload = client.read_frame()
+            if kind == f.GOAWAY:
+                assert f.parse_error_code(payload[4:8]) == code
+                break
+        client.close()
+
+
+def test_a_shape_takes_the_first_timeout_and_encoding_and_leaves_them_out_of_the_metadata() -> None:
+    server = GrpcServer(_routes(_Echo()), max_message_bytes=1 << 20)
+    headers = [(":method", "POST"), (":path", "/test.Echo/Echo"), ("content-type", "application/grpc"),
+               ("grpc-timeout", "250m"), ("grpc-timeout", "9S"), ("grpc-encoding", "gzip"),
+               ("grpc-encoding", "snappy"), ("taskhub", "h"), ("te", "trailers")]
+    shape = shape_of(headers, server.route_for)
+    assert shape.route is not None and shape.route.path == "/test.Echo/Echo" and shape.refusal is None
+    assert shape.timeout == pytest.approx(0.25) and shape.encoding == "gzip"
+    assert shape.metadata == (("taskhub", "h"),)
+    plain = shape_of([(":method", "POST"), (":path", "/test.Echo/Nope"), ("content-type", "application/grpc"),
+                      ("grpc-timeout", "soon")], server.route_for)
+    assert plain.route is None and plain.refusal is not None and plain.refusal[0] == grpc.StatusCode.UNIMPLEMENTED
+    assert plain.timeout is None and plain.encoding == "identity"

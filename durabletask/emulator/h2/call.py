@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import grpc.aio
@@ -19,6 +19,7 @@ from durabletask.internal.h2 import hpack
 
 if TYPE_CHECKING:
     from durabletask.emulator.h2.connection import Stream
+    from durabletask.emulator.h2.server import Route
 
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 # Headers that belong to HTTP/2 or gRPC itself rather than to the application's metadata.
@@ -79,6 +80,37 @@ class Call:
         self.code = code
         self.details = details
         raise grpc.aio.AbortError(details)
+
+
+class Shape:
+    """What a request's headers say about its call: the route (or why it is refused), the metadata,
+    the timeout and the message encoding. A pure function of the header list, so a connection
+    computes it once per distinct list: clients send the same headers for every call of a method."""
+
+    __slots__ = ("encoding", "metadata", "refusal", "route", "timeout")
+
+    def __init__(self, route: Route | None, refusal: tuple[grpc.StatusCode, str] | None,
+                 metadata: tuple[tuple[str, str | bytes], ...], timeout: float | None, encoding: str) -> None:
+        self.route = route
+        self.refusal = refusal
+        self.metadata = metadata
+        self.timeout = timeout
+        """Seconds of ``grpc-timeout``, or None without one (or a malformed one, which is ignored)."""
+        self.encoding = encoding
+        """``grpc-encoding``: how a compressed request message is compressed."""
+
+
+def shape_of(headers: list[tuple[str, str]], route_for: Callable[[list[tuple[str, str]]], Any]) -> Shape:
+    """The `Shape` of a request's headers; ``route_for`` is the server's `GrpcServer.route_for`."""
+    route, refusal = route_for(headers)
+    timeout = encoding = None
+    for name, value in headers:  # the first of each counts
+        if name == "grpc-timeout" and timeout is None:
+            timeout = value
+        elif name == "grpc-encoding" and encoding is None:
+            encoding = value
+    seconds = parse_timeout(timeout) if timeout is not None else None
+    return Shape(route, refusal, metadata_pairs(headers), seconds, encoding or "identity")
 
 
 def parse_timeout(value: str) -> float | None:

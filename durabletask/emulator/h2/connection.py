@@ -17,6 +17,7 @@ import asyncio
 import gzip
 import logging
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
-from durabletask.emulator.h2.call import Call, metadata_pairs, parse_timeout, status_fields
+from durabletask.emulator.h2.call import Call, Shape, shape_of, status_fields
 from durabletask.emulator.turn import turn_end
 from durabletask.internal.h2 import frames as f
 from durabletask.internal.h2 import hpack
@@ -36,6 +37,15 @@ logger = logging.getLogger("durabletask.emulator.h2")
 
 _RESPONSE_HEADERS = b"\x88" + hpack.literal("content-type", "application/grpc")  # :status 200 (static index 8)
 _OK_TRAILERS = status_fields(grpc.StatusCode.OK, "")
+_HEAD = struct.Struct(">IBI")  # a frame header: length (24 bits) and type, flags, stream id
+_WINDOW = struct.Struct(">I")
+# A unary answer whose message fits the windows: HEADERS, DATA head and the message's 5-byte prefix
+# in one pack; then the message, and the trailers' frame head and fields.
+_ANSWER_HEAD = struct.Struct(f">IBI{len(_RESPONSE_HEADERS)}sIBIBI")
+_ANSWER_HEADERS = (len(_RESPONSE_HEADERS) << 8) | f.HEADERS
+_OK_TRAILERS_FIRST = (len(_OK_TRAILERS) << 8) | f.HEADERS
+_SHAPE_BLOCK_BYTES = 512  # header blocks longer than this (rarely repeated) are not kept as cache keys
+_SHAPE_LIMIT = 64
 _MAX_HEADER_BLOCK = 1 << 20
 _READ_SIZE = 1 << 16
 _SERVER_PREFACE = f.settings({
@@ -58,20 +68,20 @@ class Stream:
         "deadline_timer",
         "drained",
         "ended",
-        "headers",
         "headers_sent",
         "id",
         "outbox",
         "remote_closed",
         "send_window",
+        "shape",
         "task",
         "trailers",
     )
 
-    def __init__(self, stream_id: int, connection: Connection, headers: list[tuple[str, str]], window: int) -> None:
+    def __init__(self, stream_id: int, connection: Connection, shape: Shape, window: int) -> None:
         self.id = stream_id
         self.connection = connection
-        self.headers = headers
+        self.shape = shape
         self.body: list[bytes] = []
         self.body_size = 0
         self.task: asyncio.Task[None] | None = None
@@ -100,6 +110,7 @@ class Connection(asyncio.BufferedProtocol):
         self._need = 0  # how many bytes _pending must hold before parsing is worth trying
         self._preface_seen = False
         self._decoder = hpack.Decoder()
+        self._shapes: dict[bytes, tuple[list[tuple[str, str]], Shape]] = {}  # by header block, see _shape
         self._header_block: tuple[int, int, bytearray] | None = None  # stream id, flags, fragments
         self._last_stream_id = 0
         self._peer_window = f.DEFAULT_WINDOW  # initial window of each stream the peer receives on
@@ -178,14 +189,38 @@ class Connection(asyncio.BufferedProtocol):
                 pos = len(f.PREFACE)
                 self._write(_SERVER_PREFACE)  # only now: a client speaking HTTP/1.1 gets a readable answer
             end = len(buffer)
+            streams = self.streams
             while end - pos >= 9:
-                length, kind, flags, stream_id = f.parse_head(buffer, pos)
+                first, flags, stream_id = _HEAD.unpack_from(buffer, pos)
+                length = first >> 8
                 if end - pos - 9 < length:
                     need = 9 + length
                     break
-                payload = buffer[pos + 9:pos + 9 + length]
-                pos += 9 + length
-                self._frame(kind, flags, stream_id, payload)
+                kind = first & 0xFF
+                stream_id &= 0x7FFF_FFFF
+                start = pos + 9
+                pos = start + length
+                if self._header_block is not None:
+                    self._frame(kind, flags, stream_id, buffer[start:pos])
+                elif kind == f.WINDOW_UPDATE and length == 4:
+                    # The most frequent frame (C-core acknowledges the first bytes of every answer),
+                    # handled here rather than through _frame: two calls fewer per frame.
+                    increment = _WINDOW.unpack_from(buffer, start)[0] & 0x7FFF_FFFF
+                    if stream_id == 0:
+                        self._connection_window(increment)
+                    else:
+                        stream = streams.get(stream_id)
+                        if stream is not None:
+                            stream.send_window += increment
+                            if stream_id in self._blocked:
+                                self._flush(stream)
+                    continue
+                elif kind == f.DATA:
+                    self._data(flags, stream_id, buffer[start:pos])
+                elif kind == f.HEADERS:
+                    self._headers(flags, stream_id, buffer[start:pos])
+                else:
+                    self._frame(kind, flags, stream_id, buffer[start:pos])
                 if self._transport is None:
                     return
         except f.ProtocolError as error:
@@ -206,7 +241,7 @@ class Connection(asyncio.BufferedProtocol):
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self._header_block is not None and kind != f.CONTINUATION:
             raise f.ProtocolError(f.PROTOCOL_ERROR, "a header block was interrupted by another frame")
-        if kind == f.WINDOW_UPDATE:  # the most frequent: C-core acknowledges every answer's first 5 bytes
+        if kind == f.WINDOW_UPDATE:
             self._window_update(stream_id, payload)
         elif kind == f.DATA:
             self._data(flags, stream_id, payload)
@@ -289,29 +324,46 @@ class Connection(asyncio.BufferedProtocol):
         if self._going_away or self.server.closing:
             self._write(f.rst_stream(stream_id, f.REFUSED_STREAM))
             return
-        stream = Stream(stream_id, self, headers, self._peer_window)
+        stream = Stream(stream_id, self, self._shape(block, headers), self._peer_window)
         self.streams[stream_id] = stream
         self.idle.clear()
         if flags & f.END_STREAM:
             stream.remote_closed = True
             self._dispatch(stream)
 
+    def _shape(self, block: bytes, headers: list[tuple[str, str]]) -> Shape:
+        """The request's `Shape`, computed once per distinct header list. Keyed by the header block:
+        clients that index their headers send the same few bytes for every call of a method. The
+        same bytes can mean other fields once the HPACK table has changed, hence the comparison."""
+        cached = self._shapes.get(block)
+        if cached is not None and cached[0] == headers:
+            return cached[1]
+        shape = shape_of(headers, self.server.route_for)
+        if len(block) <= _SHAPE_BLOCK_BYTES:
+            if len(self._shapes) >= _SHAPE_LIMIT:
+                self._shapes.clear()
+            self._shapes[block] = (headers, shape)
+        return shape
+
     def _window_update(self, stream_id: int, payload: bytes) -> None:
         increment = f.parse_window_update(payload)
         if stream_id == 0:
-            self._send_window += increment
-            if self._send_window > f.MAX_WINDOW:
-                raise f.ProtocolError(f.FLOW_CONTROL_ERROR, "the connection's flow-control window overflowed")
-            for blocked in list(self._blocked.values()):
-                self._flush(blocked)
-                if self._send_window <= 0:
-                    break
+            self._connection_window(increment)
             return
         stream = self.streams.get(stream_id)
         if stream is not None:
             stream.send_window += increment
             if stream.id in self._blocked:
                 self._flush(stream)
+
+    def _connection_window(self, increment: int) -> None:
+        self._send_window += increment
+        if self._send_window > f.MAX_WINDOW:
+            raise f.ProtocolError(f.FLOW_CONTROL_ERROR, "the connection's flow-control window overflowed")
+        for blocked in list(self._blocked.values()):
+            self._flush(blocked)
+            if self._send_window <= 0:
+                break
 
     def _settings(self, flags: int, payload: bytes) -> None:
         if flags & f.ACK:
@@ -331,10 +383,11 @@ class Connection(asyncio.BufferedProtocol):
     # -- calls
 
     def _dispatch(self, stream: Stream) -> None:
-        route, refusal = self.server.route_for(stream.headers)
+        shape = stream.shape
+        route = shape.route
         if route is None:
-            assert refusal is not None
-            self._finish(stream, *refusal)
+            assert shape.refusal is not None
+            self._finish(stream, *shape.refusal)
             return
         if stream.body_size < 0:
             self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -342,20 +395,17 @@ class Connection(asyncio.BufferedProtocol):
             return
         body = stream.body[0] if len(stream.body) == 1 else b"".join(stream.body)
         stream.body = []
-        message, problem = _single_message(body, stream.headers)
+        message, problem = _single_message(body, shape.encoding)
         if message is None:
             assert problem is not None
             self._finish(stream, *problem)
             return
         deadline = None
-        metadata = metadata_pairs(stream.headers)
-        for name, value in stream.headers:
-            if name == "grpc-timeout":
-                seconds = parse_timeout(value)
-                if seconds is not None:
-                    deadline = time.monotonic() + seconds
-                    stream.deadline_timer = self.loop.call_later(seconds, self._deadline_passed, stream)
-                break
+        metadata = shape.metadata
+        seconds = shape.timeout
+        if seconds is not None:
+            deadline = time.monotonic() + seconds
+            stream.deadline_timer = self.loop.call_later(seconds, self._deadline_passed, stream)
         call = Call(stream, metadata, deadline)
         refused = self.server.authenticate(metadata) if self.server.authenticate is not None else None
         if refused is not None:
@@ -481,18 +531,19 @@ class Connection(asyncio.BufferedProtocol):
     def _write_response(self, stream: Stream, data: bytes) -> None:
         """A unary answer: headers, the message and OK trailers, in one write when the windows allow."""
         size = len(data) + 5
-        trailers = f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, _OK_TRAILERS)
+        stream_id = stream.id
         if size <= self._send_window and size <= stream.send_window and size <= self._peer_max_frame:
             self._send_window -= size
-            self._write(f.frame(f.HEADERS, f.END_HEADERS, stream.id, _RESPONSE_HEADERS)
-                        + f.head(f.DATA, 0, stream.id, size) + b"\x00" + len(data).to_bytes(4, "big") + data
-                        + trailers)
+            self._write(_ANSWER_HEAD.pack(_ANSWER_HEADERS, f.END_HEADERS, stream_id, _RESPONSE_HEADERS,
+                                          (size << 8) | f.DATA, 0, stream_id, 0, len(data))
+                        + data + _HEAD.pack(_OK_TRAILERS_FIRST, f.END_HEADERS | f.END_STREAM, stream_id)
+                        + _OK_TRAILERS)
             self._close(stream)
             return
-        self._write(f.frame(f.HEADERS, f.END_HEADERS, stream.id, _RESPONSE_HEADERS))
+        self._write(f.frame(f.HEADERS, f.END_HEADERS, stream_id, _RESPONSE_HEADERS))
         stream.headers_sent = True
         self.send_message(stream, data)
-        stream.trailers = trailers
+        stream.trailers = f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream_id, _OK_TRAILERS)
         self._flush(stream)
 
     def send_message(self, stream: Stream, data: bytes) -> None:
@@ -616,7 +667,7 @@ def _unpad(payload: bytes) -> bytes:
     return payload[1:len(payload) - pad]
 
 
-def _single_message(body: bytes, headers: list[tuple[str, str]]) -> tuple[bytes | None, tuple[Any, str] | None]:
+def _single_message(body: bytes, encoding: str) -> tuple[bytes | None, tuple[Any, str] | None]:
     """The one length-prefixed message of a request body, or the status to refuse it with."""
     if len(body) < 5:
         return None, (grpc.StatusCode.INTERNAL, "the request has no message (a gRPC call sends exactly one)")
@@ -624,7 +675,6 @@ def _single_message(body: bytes, headers: list[tuple[str, str]]) -> tuple[bytes 
     if len(body) != 5 + length:
         return None, (grpc.StatusCode.INTERNAL, "the request body is not exactly one length-prefixed gRPC message")
     if body[0]:
-        encoding = next((v for k, v in headers if k == "grpc-encoding"), "identity")
         if encoding != "gzip":
             return None, (grpc.StatusCode.UNIMPLEMENTED,
                           f"compressed requests with grpc-encoding '{encoding}' are not supported (use gzip or none)")
