@@ -168,19 +168,11 @@ def _apply_action(tx: Tx, instance: Instance, action: pb.OrchestratorAction, *, 
     kind = action.WhichOneof("orchestratorActionType")
     if kind == "scheduleTask":
         task = action.scheduleTask
-        version = opt(task, "version")
+        event, request = wire.task_scheduled(now, action.id, task, record.instance_id, record.execution_id)
         if not skip_outbound:
-            request = pb.ActivityRequest(
-                name=task.name, version=version, input=opt(task, "input"),
-                orchestrationInstance=pb.OrchestrationInstance(
-                    instanceId=record.instance_id, executionId=wire.string_value(record.execution_id)),
-                taskId=action.id, parentTraceContext=opt(task, "parentTraceContext"), tags=task.tags,
-            )
-            tx.add_activity(instance, action.id, task.name, version.value if version is not None else None,
-                            request.SerializeToString())
-        return wire.event_bytes(now, action.id, taskScheduled=pb.TaskScheduledEvent(
-            name=task.name, version=version, input=opt(task, "input"),
-            parentTraceContext=opt(task, "parentTraceContext"), tags=task.tags))
+            tx.add_activity(instance, action.id, task.name, task.version.value if task.HasField("version") else None,
+                            request)
+        return event
     if kind == "createTimer":
         fire_at = action.createTimer.fireAt
         if not skip_outbound:
@@ -313,6 +305,6 @@ def apply_activity_result(tx: Tx, lease: ActivityLease, response: pb.ActivityRes
             taskScheduledId=record.task_id, failureDetails=response.failureDetails))
     else:
         kind = "taskCompleted"
-        event = wire.event_bytes(tx.now, taskCompleted=pb.TaskCompletedEvent(
-            taskScheduledId=record.task_id, result=opt(response, "result")))
+        event = wire.task_completed(tx.now, record.task_id,
+                                    response.result.value if response.HasField("result") else None)
     delivery.deliver(tx, record.instance_id, kind, event, execution_id=record.execution_id)

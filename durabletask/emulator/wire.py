@@ -131,6 +131,77 @@ def _marker_event(at: float, kind: bytes) -> bytes:
     return _NO_EVENT_ID + b"\x12" + _varint(len(body)) + body + kind
 
 
+# The events of an activity's round trip, assembled by hand like the markers above: per
+# orchestration of N activities they are 2N of its history events.
+_TASK_SCHEDULED = 6
+_TASK_COMPLETED = 7
+_ACTIVITY_INSTANCE = 4
+_ACTIVITY_TASK_ID = 5
+
+
+def _int32(number: int, value: int) -> bytes:
+    """A varint field (proto3: absent when 0); a negative int32 is the 10-byte varint of its 64-bit form."""
+    if not value:
+        return b""
+    return _varint(number << 3) + _varint(value & 0xFFFF_FFFF_FFFF_FFFF)
+
+
+def _string_value(number: int, value: str) -> bytes:
+    """A present ``StringValue`` field (its ``value`` is absent when empty, as protobuf writes it)."""
+    return _field(number, _field(1, value.encode()) if value else b"")
+
+
+def _event(at: float, event_id: int, kind: int, body: bytes) -> bytes | None:
+    """A ``HistoryEvent`` of field ``kind`` with ``body``; None before 1970 (let protobuf encode that)."""
+    whole, nanos = divmod(int(at * 1e9), 1_000_000_000)
+    if whole < 0:  # pragma: no cover - a clock before 1970
+        return None
+    when = (b"\x08" + _varint(whole) if whole else b"") + (b"\x10" + _varint(nanos) if nanos else b"")
+    ident = _NO_EVENT_ID if event_id == -1 else _int32(1, event_id)
+    return ident + b"\x12" + _varint(len(when)) + when + _field(kind, body)
+
+
+def task_scheduled(at: float, action_id: int, task: pb.ScheduleTaskAction, instance_id: str,
+                   execution_id: str | None) -> tuple[bytes, bytes]:
+    """The ``taskScheduled`` event confirming a ``scheduleTask`` action, and the ``ActivityRequest`` it sends.
+
+    The action's name, version and input are fields 1-3 of both messages; an action with tags or a
+    trace context goes through protobuf instead.
+    """
+    if not task.tags and not task.HasField("parentTraceContext"):
+        common = _field(1, task.name.encode()) if task.name else b""
+        if task.HasField("version"):
+            common += _string_value(2, task.version.value)
+        if task.HasField("input"):
+            common += _string_value(3, task.input.value)
+        event = _event(at, action_id, _TASK_SCHEDULED, common)
+        if event is not None:
+            instance = _field(1, instance_id.encode()) if instance_id else b""
+            if execution_id is not None:
+                instance += _string_value(2, execution_id)
+            return event, common + _field(_ACTIVITY_INSTANCE, instance) + _int32(_ACTIVITY_TASK_ID, action_id)
+    version = task.version if task.HasField("version") else None
+    given = task.input if task.HasField("input") else None
+    trace = task.parentTraceContext if task.HasField("parentTraceContext") else None
+    request = pb.ActivityRequest(
+        name=task.name, version=version, input=given,
+        orchestrationInstance=pb.OrchestrationInstance(instanceId=instance_id, executionId=string_value(execution_id)),
+        taskId=action_id, parentTraceContext=trace, tags=task.tags)
+    return event_bytes(at, action_id, taskScheduled=pb.TaskScheduledEvent(
+        name=task.name, version=version, input=given, parentTraceContext=trace, tags=task.tags)), \
+        request.SerializeToString()
+
+
+def task_completed(at: float, task_id: int, result: str | None) -> bytes:
+    """The ``taskCompleted`` event that passes an activity's result (None: no result) to its orchestration."""
+    event = _event(at, -1, _TASK_COMPLETED,
+                   _int32(1, task_id) + (_string_value(2, result) if result is not None else b""))
+    if event is None:  # pragma: no cover - a clock before 1970
+        return event_bytes(at, taskCompleted=pb.TaskCompletedEvent(taskScheduledId=task_id,
+                                                                   result=string_value(result)))
+    return event
+
+
 def orchestrator_started(at: float) -> bytes:
     return _marker_event(at, _ORCHESTRATOR_STARTED)
 

@@ -55,3 +55,55 @@ def test_activity_work_items_and_history_chunks_read_back() -> None:
     events = [wire.orchestrator_started(1.0), wire.orchestrator_completed(2.0)]
     chunk = pb.HistoryChunk.FromString(wire.history_chunk(events))
     assert [e.SerializeToString() for e in chunk.events] == events
+
+
+def _stub_activity_round(at: float, action_id: int, task: pb.ScheduleTaskAction, instance_id: str,
+                         execution_id: str | None) -> tuple[bytes, bytes]:
+    """What the emulator built with protobuf before these two messages were assembled by hand."""
+    def opt(name: str) -> object:
+        return getattr(task, name) if task.HasField(name) else None
+    event = pb.HistoryEvent(eventId=action_id, timestamp=wire.timestamp(at), taskScheduled=pb.TaskScheduledEvent(
+        name=task.name, version=opt("version"), input=opt("input"), parentTraceContext=opt("parentTraceContext"),
+        tags=task.tags))
+    request = pb.ActivityRequest(
+        name=task.name, version=opt("version"), input=opt("input"),
+        orchestrationInstance=pb.OrchestrationInstance(instanceId=instance_id,
+                                                       executionId=wire.string_value(execution_id)),
+        taskId=action_id, parentTraceContext=opt("parentTraceContext"), tags=task.tags)
+    return event.SerializeToString(), request.SerializeToString()
+
+
+@pytest.mark.parametrize("task", [
+    pb.ScheduleTaskAction(name="inc"),
+    pb.ScheduleTaskAction(name="inc", input=wire.string_value("41")),
+    pb.ScheduleTaskAction(name="inc", input=wire.string_value("")),  # present but empty
+    pb.ScheduleTaskAction(name="inc", version=wire.string_value("v2"), input=wire.string_value("é" * 200)),
+])
+@pytest.mark.parametrize(("action_id", "execution_id"), [(1, "e1"), (0, None), (300, ""), (-5, "e")])
+def test_task_scheduled_and_its_activity_request_are_byte_for_byte_what_protobuf_writes(
+        task: pb.ScheduleTaskAction, action_id: int, execution_id: str | None) -> None:
+    for at in (1_790_000_000.123456, 0.0, 12.5):
+        assert wire.task_scheduled(at, action_id, task, "inst-1", execution_id) == \
+            _stub_activity_round(at, action_id, task, "inst-1", execution_id)
+
+
+def test_task_scheduled_with_tags_or_a_trace_context_reads_back_whole() -> None:
+    task = pb.ScheduleTaskAction(name="inc", input=wire.string_value("1"), tags={"a": "b"},
+                                 parentTraceContext=pb.TraceContext(traceParent="00-abc-def-01"))
+    event, request = wire.task_scheduled(5.0, 3, task, "inst-1", "e1")
+    scheduled = wire.parse_event(event)
+    assert scheduled.eventId == 3 and scheduled.taskScheduled.tags == {"a": "b"}
+    assert scheduled.taskScheduled.parentTraceContext.traceParent == "00-abc-def-01"
+    parsed = pb.ActivityRequest.FromString(request)
+    assert (parsed.name, parsed.input.value, parsed.taskId, dict(parsed.tags)) == ("inc", "1", 3, {"a": "b"})
+    instance = parsed.orchestrationInstance
+    assert instance.instanceId == "inst-1" and instance.executionId.value == "e1"
+    assert parsed.parentTraceContext.traceParent == "00-abc-def-01"
+
+
+@pytest.mark.parametrize("result", [None, "", "42", "ü" * 300])
+@pytest.mark.parametrize("task_id", [0, 7, 1000, -1])
+def test_task_completed_is_byte_for_byte_what_protobuf_writes(result: str | None, task_id: int) -> None:
+    for at in (1_790_000_000.123456, 0.0, 12.000000001):
+        assert wire.task_completed(at, task_id, result) == stub_event(
+            at, taskCompleted=pb.TaskCompletedEvent(taskScheduledId=task_id, result=wire.string_value(result)))
