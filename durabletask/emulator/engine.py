@@ -327,6 +327,10 @@ class Engine:
     async def start_instance(self, hub: HubState, request: pb.CreateInstanceRequest) -> str:
         return await self._run(hub, commands.start_instance, request)
 
+    def start_instance_now(self, hub: HubState, request: pb.CreateInstanceRequest) -> tuple[str, Durable]:
+        """`start_instance` without a task: the instance ID now, and the Durable that settles once it is stored."""
+        return self._start(hub, commands.start_instance, request)
+
     async def raise_event(self, hub: HubState, request: pb.RaiseEventRequest) -> None:
         await self._run(hub, commands.raise_event, request)
 

@@ -192,6 +192,14 @@ class Service:
         await self._unary(context, lambda hub: self.engine.complete_activity(hub, request))
         return pb.CompleteTaskResponse()
 
+    def _start_instance_now(self, request: pb.CreateInstanceRequest, context: Call) -> tuple[Durable | None, Any]:
+        context.error_status = _status_of
+        try:
+            instance_id, durable = self.engine.start_instance_now(self.engine.hub(_hub_header(context)), request)
+        except Exception as error:
+            context.fail(*_status_of(error))
+        return durable, pb.CreateInstanceResponse(instanceId=instance_id)
+
     def _complete_orchestration_now(self, request: pb.OrchestratorResponse,
                                     context: Any) -> tuple[Durable | None, Any]:
         return self._now(context, lambda hub: self.engine.complete_orchestration_now(hub, request), _COMPLETED)
@@ -259,6 +267,7 @@ class Service:
         """Every method of the service, for the emulator's own HTTP/2 server."""
         routes = []
         immediate: dict[str, Callable[[Any, Any], tuple[Durable | None, Any]]] = {
+            "StartInstance": self._start_instance_now,
             "CompleteOrchestratorTask": self._complete_orchestration_now,
             "CompleteActivityTask": self._complete_activity_now,
         }

@@ -390,3 +390,28 @@ def test_only_raised_events_are_carried_over() -> None:
         h.complete(items.next(), continue_as_new(1, "1", [odd, kept]))
         assert kinds(items.next().orchestratorRequest.newEvents) == [
             "orchestratorStarted", "executionStarted", "eventRaised"]
+
+
+def test_start_instance_errors_keep_their_status_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from durabletask.emulator import engine as engine_module
+
+    real = engine_module.commands.start_instance
+
+    def broken(tx, request):  # type: ignore[no-untyped-def]
+        real(tx, request)  # the instance exists in memory...
+        raise RuntimeError("boom")  # ...then a bug
+
+    with harness() as h:
+        with pytest.raises(grpc.RpcError) as error:
+            h.stub.StartInstance(pb.CreateInstanceRequest(name="o"), metadata=[("taskhub", "elsewhere")])
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND and "elsewhere" in (error.value.details() or "")
+        monkeypatch.setattr(engine_module.commands, "start_instance", broken)
+        with pytest.raises(grpc.RpcError) as error:
+            h.start(instanceId="half")
+        assert error.value.code() == grpc.StatusCode.INTERNAL and "boom" in (error.value.details() or "")
+        monkeypatch.setattr(engine_module.commands, "start_instance", real)
+        # the hub was reloaded from storage: no trace of the instance
+        assert not h.stub.GetInstance(pb.GetInstanceRequest(instanceId="half")).exists
+        assert h.start(instanceId="half") == "half"
+        items = h.stream()
+        assert items.next().orchestratorRequest.instanceId == "half"
