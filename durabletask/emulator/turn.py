@@ -57,11 +57,19 @@ class TurnEnd:
 
 
 _turn_ends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnEnd] = weakref.WeakKeyDictionary()
+# The loop asked for last and its TurnEnd: a weak-keyed lookup makes a weak reference every time,
+# and the engine asks a few times per turn, nearly always for the same loop.
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], TurnEnd] | None = None
 
 
 def turn_end(loop: asyncio.AbstractEventLoop) -> TurnEnd:
     """The loop's :class:`TurnEnd` (one per loop, created on first use)."""
+    global _last
+    last = _last
+    if last is not None and last[0]() is loop:
+        return last[1]
     ends = _turn_ends.get(loop)
     if ends is None:
         ends = _turn_ends[loop] = TurnEnd(loop)
+    _last = (weakref.ref(loop), ends)
     return ends

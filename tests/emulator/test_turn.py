@@ -116,3 +116,21 @@ async def test_a_store_that_never_blocks_settles_at_once() -> None:
         assert runner.submit(batch).done()
     finally:
         await runner.stop()
+
+
+def test_each_loop_keeps_its_own_turn_end_when_loops_alternate() -> None:
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        ends = turn_end(first)
+        assert turn_end(second) is not ends
+        assert turn_end(first) is ends and turn_end(first) is ends  # asked again, from the cache or not
+        other = turn_end(second)
+        assert turn_end(second) is other and other is not ends
+    finally:
+        first.close()
+        second.close()
+    third = asyncio.new_event_loop()  # a new loop never gets a closed loop's TurnEnd
+    try:
+        assert turn_end(third) not in (ends, other)
+    finally:
+        third.close()
