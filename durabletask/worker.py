@@ -53,6 +53,8 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E", bound=Callable[..., Any] | type)
 _AUTO_FILTERS: Any = object()
+DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS = 1000
+"""How many running orchestrations a worker keeps in memory between episodes, by default."""
 
 
 class TaskHubGrpcWorker:
@@ -75,6 +77,11 @@ class TaskHubGrpcWorker:
         data_converter: How payloads are encoded and decoded.
         exception_properties_provider: Accepted for compatibility.
         emit_trace_spans: Accepted for compatibility.
+        maximum_cached_orchestrations: Keep the state of up to this many running orchestrations in
+            memory between episodes (least recently used dropped first), so that an episode resumes
+            the orchestrator where it stopped instead of replaying its whole history. The history is
+            still checked, and replayed from the start when it does not continue the kept state.
+            0 replays every episode.
     """
 
     def __init__(self, *, host_address: str | None = None, metadata: Sequence[tuple[str, str]] | None = None,
@@ -86,7 +93,8 @@ class TaskHubGrpcWorker:
                  concurrency_options: ConcurrencyOptions | None = None,
                  maximum_timer_interval: timedelta | None = DEFAULT_MAXIMUM_TIMER_INTERVAL,
                  payload_store: Any = None, data_converter: DataConverter | None = None,
-                 exception_properties_provider: Any = None, emit_trace_spans: bool = True) -> None:
+                 exception_properties_provider: Any = None, emit_trace_spans: bool = True,
+                 maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS) -> None:
         if channel is not None:
             raise ValueError("TaskHubGrpcWorker creates its own asyncio channel: pass host_address "
                              "(and channel_options / interceptors) instead of channel=")
@@ -99,6 +107,11 @@ class TaskHubGrpcWorker:
         self._resiliency = resiliency_options or GrpcWorkerResiliencyOptions()
         self._concurrency = concurrency_options or ConcurrencyOptions()
         self._maximum_timer_interval = maximum_timer_interval
+        if (not isinstance(maximum_cached_orchestrations, int) or isinstance(maximum_cached_orchestrations, bool)
+                or maximum_cached_orchestrations < 0):
+            raise ValueError("maximum_cached_orchestrations must be a whole number, 0 (replay every episode) or "
+                             f"more, got {maximum_cached_orchestrations!r}")
+        self._maximum_cached_orchestrations = maximum_cached_orchestrations
         self._converter = data_converter or DEFAULT_DATA_CONVERTER
         self._versioning: VersioningOptions | None = None
         self._filters: WorkItemFilters | None = None
@@ -212,6 +225,10 @@ class TaskHubGrpcWorker:
     def maximum_timer_interval(self) -> timedelta | None:
         return self._maximum_timer_interval
 
+    @property
+    def maximum_cached_orchestrations(self) -> int:
+        return self._maximum_cached_orchestrations
+
     def _registry_filters(self) -> WorkItemFilters:
         versioning = self._versioning
         versions = []
@@ -231,6 +248,7 @@ class TaskHubGrpcWorker:
             raise RuntimeError("the worker is already running")
         executor = OrchestrationExecutor(self._registry, data_converter=self._converter,
                                          maximum_timer_interval=self._maximum_timer_interval,
+                                         maximum_cached_orchestrations=self._maximum_cached_orchestrations,
                                          default_version=self._versioning.default_version if self._versioning else None)
         self._runtime = WorkerRuntime(StreamSettings(
             host_address=self._host_address, metadata=self._metadata, secure_channel=self._secure_channel,

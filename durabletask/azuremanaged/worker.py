@@ -17,7 +17,7 @@ from durabletask.azuremanaged.internal import setup
 from durabletask.azuremanaged.internal.tokens import AccessTokenSource
 from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 from durabletask.serialization import DataConverter
-from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
+from durabletask.worker import DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS, ConcurrencyOptions, TaskHubGrpcWorker
 
 __all__ = ["DurableTaskSchedulerWorker"]
 
@@ -61,7 +61,8 @@ class DurableTaskSchedulerWorker(TaskHubGrpcWorker):
                  data_converter: DataConverter | None = None, log_handler: logging.Handler | None = None,
                  log_formatter: logging.Formatter | None = None, logger: logging.Logger | None = None,
                  exception_properties_provider: Any = None, metadata: Sequence[tuple[str, str]] | None = None,
-                 maximum_timer_interval: timedelta | None = None, emit_trace_spans: bool = True) -> None:
+                 maximum_timer_interval: timedelta | None = None, emit_trace_spans: bool = True,
+                 maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS) -> None:
         wiring = setup.wire(host_address=host_address, taskhub=taskhub, token_credential=token_credential,
                             resource_id=resource_id, secure_channel=secure_channel, channel=channel,
                             metadata=metadata, interceptors=interceptors, kind="worker")
@@ -73,7 +74,7 @@ class DurableTaskSchedulerWorker(TaskHubGrpcWorker):
                          resiliency_options=resiliency_options, concurrency_options=concurrency_options,
                          maximum_timer_interval=maximum_timer_interval, payload_store=payload_store,
                          data_converter=data_converter, exception_properties_provider=exception_properties_provider,
-                         emit_trace_spans=emit_trace_spans)
+                         emit_trace_spans=emit_trace_spans, maximum_cached_orchestrations=maximum_cached_orchestrations)
 
     @property
     def token_source(self) -> AccessTokenSource | None:

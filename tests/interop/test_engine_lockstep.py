@@ -602,3 +602,49 @@ def test_a_difference_is_caught(official: OfficialEngine, monkeypatch: pytest.Mo
     assert differences[0].startswith("long_timer_chunks, episode 0 (generation 0): the responses differ")
     assert "seconds: 1704283200" in differences[0]  # ours: T0 + 2 days
     assert "seconds: 1704369600" in differences[0]  # official: T0 + 3 days
+
+
+# ----------------------------------------------------------------------------- sessions (no official SDK needed)
+
+# A kept session does not replay, so code that is not deterministic is caught only by a full replay.
+_SESSION_DIFFERENCES = {"nondeterminism_detected"}
+
+
+def _our_response(executor: Any, request: pb.OrchestratorRequest) -> pb.OrchestratorResponse:
+    result = executor.execute(request.instanceId, list(request.pastEvents), list(request.newEvents))
+    status = result.encoded_custom_status
+    return pb.OrchestratorResponse(instanceId=request.instanceId, actions=result.actions,
+                                   customStatus=None if status is None else wrappers_pb2.StringValue(value=status))
+
+
+@pytest.mark.parametrize("name", sorted(set(SCENARIOS) - _SESSION_DIFFERENCES))
+def test_a_worker_keeping_sessions_answers_as_a_full_replay(name: str) -> None:
+    """Every scenario, episode by episode: an executor that resumes kept state sends what a full replay sends."""
+    from durabletask.internal.replay.engine import OrchestrationExecutor
+
+    scenario = SCENARIOS[name]
+    registry = lockstep._get_registry()
+    interval = lockstep._timer_interval(name)
+    keeping = OrchestrationExecutor(registry, maximum_timer_interval=interval, maximum_cached_orchestrations=10)
+    backend = Backend(name, scenario)
+    episodes = 0
+    for episode in range(scenario.max_episodes):
+        request = backend.next_request(episode)
+        assert request is not None, f"{name}: stalled after {episode} episodes"
+        replayed = _our_response(OrchestrationExecutor(registry, maximum_timer_interval=interval), request)
+        resumed = _our_response(keeping, request)
+        assert (_normalized(resumed).SerializeToString(deterministic=True)
+                == _normalized(replayed).SerializeToString(deterministic=True)), (
+            f"{name}, episode {episode}:\n--- with sessions:\n{_show(_normalized(resumed))}\n"
+            f"--- full replay:\n{_show(_normalized(replayed))}")
+        episodes += 1
+        backend.apply(request, replayed)
+        if backend.status is not None:
+            break
+    sessions = keeping.sessions
+    assert sessions is not None
+    # Only the first episode of each execution replays; every later one resumes the kept state.
+    assert (sessions.resumed, sessions.replayed) == (episodes - (backend.generation + 1), 0), (
+        f"{name}: {episodes} episodes in {backend.generation + 1} execution(s): "
+        f"{sessions.resumed} resumed, {sessions.replayed} replayed")
+    assert len(sessions) == 0, "a finished orchestration's state must not be kept"

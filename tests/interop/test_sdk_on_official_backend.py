@@ -39,7 +39,11 @@ def flaky(ctx: task.ActivityContext, key: str) -> str:
     return f"ok after {FLAKY_CALLS[key]}"
 
 
+BODY_STARTS: dict[str, int] = {}
+
+
 def chain(ctx: task.OrchestrationContext, n: int) -> Any:
+    BODY_STARTS[ctx.instance_id] = BODY_STARTS.get(ctx.instance_id, 0) + 1
     x = 0
     for _ in range(n):
         x = yield ctx.call_activity(inc, input=x)
@@ -128,6 +132,8 @@ def test_chain(client: TaskHubGrpcClient) -> None:
     state = run(client, chain, 10)
     assert state.runtime_status == OrchestrationStatus.COMPLETED
     assert state.get_output() == 10
+    # The official backend's histories continue what the worker kept: 11 episodes, one start of the body.
+    assert BODY_STARTS[state.instance_id] == 1
 
 
 def test_fan_out_with_async_activities(client: TaskHubGrpcClient) -> None:

@@ -1,7 +1,9 @@
 """The replay engine: (registered code, past events, new events) -> (actions, custom status, completion).
 
 Pure: no I/O, no wall clock, no threads. The worker hands it an orchestrator work item's
-``pastEvents`` and ``newEvents`` and sends back what it returns.
+``pastEvents`` and ``newEvents`` and sends back what it returns. With a session capacity, the
+state of running orchestrations is kept between episodes (`durabletask.internal.replay.sessions`)
+and resumed when the next history continues it, instead of being replayed from the start.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from durabletask.internal.registry import Registry
 from durabletask.internal.replay import rewind
 from durabletask.internal.replay.context import ReplayContext
 from durabletask.internal.replay.handlers import apply_events
+from durabletask.internal.replay.sessions import SessionCache
 from durabletask.serialization import DEFAULT_DATA_CONVERTER, DataConverter
 
 logger = logging.getLogger("durabletask.orchestration")
@@ -52,6 +55,9 @@ class OrchestrationExecutor:
         data_converter: Encodes and decodes payloads.
         maximum_timer_interval: Split longer timers into chunks of this length; None disables it.
         default_version: The version given to sub-orchestrations started without one.
+        maximum_cached_orchestrations: Keep the state of up to this many running orchestrations between
+            episodes, so that their next episode resumes them instead of replaying their history
+            (0: replay every episode from the start).
     """
 
     def __init__(
@@ -61,8 +67,13 @@ class OrchestrationExecutor:
         data_converter: DataConverter | None = None,
         maximum_timer_interval: timedelta | None = DEFAULT_MAXIMUM_TIMER_INTERVAL,
         default_version: str | None = None,
+        maximum_cached_orchestrations: int = 0,
     ) -> None:
+        if maximum_cached_orchestrations < 0:
+            raise ValueError(
+                f"maximum_cached_orchestrations must be 0 (no cache) or more, got {maximum_cached_orchestrations}")
         self._registry = registry
+        self.sessions = SessionCache(maximum_cached_orchestrations) if maximum_cached_orchestrations else None
         self._default_version = default_version
         self._converter = data_converter or DEFAULT_DATA_CONVERTER
         self._maximum_timer_interval = maximum_timer_interval
@@ -84,16 +95,31 @@ class OrchestrationExecutor:
             raise OrchestrationStateError(
                 f"the work item for instance '{instance_id}' has no new events; there is nothing to run"
             )
-        ctx = self.new_context(instance_id)
-        apply_events(ctx, past_events)
+        sessions = self.sessions
+        ctx = None if sessions is None or not past_events else sessions.resume(instance_id, past_events)
+        if ctx is None:
+            ctx = self.new_context(instance_id)
+            apply_events(ctx, past_events)
         ctx._is_replaying = False
         apply_events(ctx, new_events)
         if ctx.rewind_requested:
+            if sessions is not None:
+                sessions.discard(instance_id)
             logger.info("%s: rewinding the failed orchestration", instance_id)
             return ExecutionResult([rewind.rewind_action(past_events, new_events)], None, None)
         if not ctx.started and ctx.status is None:
+            if sessions is not None:
+                sessions.discard(instance_id)
             raise ctx.start_not_seen()
-        return result_of(ctx)
+        result = result_of(ctx)
+        if sessions is not None:
+            sessions.keep(instance_id, ctx, past_events, new_events)
+        return result
+
+    def forget(self, instance_id: str) -> None:
+        """Drop the kept state of ``instance_id``, if any (its episode's outcome was not committed)."""
+        if self.sessions is not None:
+            self.sessions.discard(instance_id)
 
     def new_context(self, instance_id: str) -> ReplayContext:
         """A fresh replay state, in replay mode, for ``instance_id``."""
