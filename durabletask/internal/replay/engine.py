@@ -116,11 +116,6 @@ class OrchestrationExecutor:
             sessions.keep(instance_id, ctx, past_events, new_events)
         return result
 
-    def forget(self, instance_id: str) -> None:
-        """Drop the kept state of ``instance_id``, if any (its episode's outcome was not committed)."""
-        if self.sessions is not None:
-            self.sessions.discard(instance_id)
-
     def new_context(self, instance_id: str) -> ReplayContext:
         """A fresh replay state, in replay mode, for ``instance_id``."""
         return ReplayContext(instance_id, self._registry, self._converter, self._maximum_timer_interval,
