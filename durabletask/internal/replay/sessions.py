@@ -118,10 +118,10 @@ class SessionCache:
     def keep(self, instance_id: str, ctx: ReplayContext, past: Sequence[pb.HistoryEvent],
              new: Sequence[pb.HistoryEvent]) -> None:
         """Keep ``ctx`` after an episode that processed ``past`` + ``new`` (only if it is still running)."""
+        self._sessions.pop(instance_id, None)  # (a stale one, from a first episode that did not resume)
         if ctx.status is not None or ctx.rewind_requested or not ctx.started or not new:
-            self._sessions.pop(instance_id, None)
             return
-        self._sessions[instance_id] = _Session(ctx, past, new)
+        self._sessions[instance_id] = _Session(ctx, past, new)  # the most recently used
         if len(self._sessions) > self.capacity:
             self._sessions.popitem(last=False)
 
