@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -83,28 +83,90 @@ def _is_async(fn: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+_async_checked: dict[Any, bool] = {}
+
+
+def is_async_activity(fn: Any) -> bool:
+    """Whether an activity runs on the loop (``async def``) rather than on a thread; remembered per function."""
+    try:
+        return _async_checked[fn]
+    except KeyError:
+        answer = _async_checked[fn] = _is_async(fn)
+        return answer
+    except TypeError:  # an unhashable callable object
+        return _is_async(fn)
+
+
+def _response(request: pb.ActivityRequest, completion_token: str) -> pb.ActivityResponse:
+    return pb.ActivityResponse(instanceId=request.orchestrationInstance.instanceId, taskId=request.taskId,
+                               completionToken=completion_token)
+
+
+def _input_of(fn: Any, converter: DataConverter, request: pb.ActivityRequest) -> Any:
+    raw = request.input.value
+    return converter.deserialize(raw, type_discovery.activity_input_type(fn, converter)) if raw else None
+
+
+def _succeeded(response: pb.ActivityResponse, converter: DataConverter, output: Any) -> pb.ActivityResponse:
+    encoded = converter.serialize(output) if output is not None else None
+    if encoded is not None:
+        response.result.value = encoded
+    return response
+
+
+def _failed(response: pb.ActivityResponse, request: pb.ActivityRequest, error: Exception) -> pb.ActivityResponse:
+    logger.info("activity '%s' (#%d of %s) failed: %s", request.name, request.taskId,
+                response.instanceId, error)
+    response.failureDetails.CopyFrom(failure_details_to_proto(error))
+    return response
+
+
+def unregistered_activity(registry: Registry, request: pb.ActivityRequest,
+                          completion_token: str) -> pb.ActivityResponse:
+    """The failed completion of an activity this worker does not have."""
+    error = ActivityNotRegisteredError(not_registered_message("activity", request.name, registry.activities))
+    return _failed(_response(request, completion_token), request, error)
+
+
+def call_activity(fn: Any, converter: DataConverter, request: pb.ActivityRequest,
+                  completion_token: str) -> tuple[pb.ActivityResponse, Awaitable[Any] | None]:
+    """Run a plain activity in the calling thread (a pool thread) and build its completion.
+
+    Returns the response, and the awaitable the function returned if it returned one instead of a
+    value: that must be awaited on the loop (`finish_activity`) before the response is complete.
+    """
+    response = _response(request, completion_token)
+    try:
+        output = fn(ActivityContext(response.instanceId, request.taskId), _input_of(fn, converter, request))
+        if inspect.isawaitable(output):
+            return response, output
+        return _succeeded(response, converter, output), None
+    except Exception as error:
+        return _failed(response, request, error), None
+
+
+async def finish_activity(converter: DataConverter, request: pb.ActivityRequest, response: pb.ActivityResponse,
+                          pending: Awaitable[Any]) -> pb.ActivityResponse:
+    """Complete the response of a plain activity that returned an awaitable."""
+    try:
+        return _succeeded(response, converter, await pending)
+    except Exception as error:
+        return _failed(response, request, error)
+
+
 async def run_activity(registry: Registry, converter: DataConverter, request: pb.ActivityRequest,
                        completion_token: str, pool: Executor) -> pb.ActivityResponse:
     """Run one activity: ``async def`` ones on the running loop, others on ``pool``."""
-    instance_id = request.orchestrationInstance.instanceId
-    response = pb.ActivityResponse(instanceId=instance_id, taskId=request.taskId, completionToken=completion_token)
+    fn = registry.get_activity(request.name)
+    if fn is None:
+        return unregistered_activity(registry, request, completion_token)
+    if not is_async_activity(fn):
+        response, pending = await asyncio.get_running_loop().run_in_executor(
+            pool, call_activity, fn, converter, request, completion_token)
+        return response if pending is None else await finish_activity(converter, request, response, pending)
+    response = _response(request, completion_token)
     try:
-        fn = registry.get_activity(request.name)
-        if fn is None:
-            raise ActivityNotRegisteredError(not_registered_message("activity", request.name, registry.activities))
-        raw = request.input.value
-        value = converter.deserialize(raw, type_discovery.activity_input_type(fn, converter)) if raw else None
-        ctx = ActivityContext(instance_id, request.taskId)
-        if _is_async(fn):
-            output = await fn(ctx, value)
-        else:
-            output = await asyncio.get_running_loop().run_in_executor(pool, fn, ctx, value)
-            if inspect.isawaitable(output):
-                output = await output
-        encoded = converter.serialize(output) if output is not None else None
-        if encoded is not None:
-            response.result.value = encoded
+        output = await fn(ActivityContext(response.instanceId, request.taskId), _input_of(fn, converter, request))
+        return _succeeded(response, converter, output)
     except Exception as error:
-        logger.info("activity '%s' (#%d of %s) failed: %s", request.name, request.taskId, instance_id, error)
-        response.failureDetails.CopyFrom(failure_details_to_proto(error))
-    return response
+        return _failed(response, request, error)
