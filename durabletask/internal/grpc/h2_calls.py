@@ -77,6 +77,31 @@ class UnaryUnaryMultiCallable:
                                 f"cannot deserialize the response of {self._method}: {error}") from None
         raise _call_error(stream)
 
+    def start(self, request: Any, on_done: Callable[[BaseException | None], None], *, timeout: float | None = None,
+              metadata: Metadata | None = None, serialized: bool = False) -> ClientStream | None:
+        """Send the call now, without a task or a future: for callers on the loop that only need the outcome.
+
+        ``on_done(error)`` runs on the loop when the call ends: ``None`` when it succeeded (the
+        response is not decoded), else what awaiting the call would have raised. ``request`` may be
+        already serialized (``serialized=True``), e.g. by a thread that built it.
+
+        Returns:
+            The call's stream (``cancel()`` ends it), or None when the channel has no open
+            connection on the running loop: then nothing was sent; await the call instead, which connects.
+        """
+        channel = self._channel
+        connection = channel.usable_connection()
+        if connection is None:
+            return None
+        data = request if serialized or self._serialize is None else self._serialize(request)
+        body, encoding = channel.body(data, None)
+        block = channel.header_block(self._prefix, timeout, metadata, encoding)
+        stream = ClientStream(streaming=False, max_receive=channel.max_receive)
+        stream.callbacks = [lambda: on_done(None if stream.code is OK and len(stream.messages) == 1
+                                            else _call_error(stream))]
+        connection.start(stream, block, body, None if timeout is None else connection.loop.time() + timeout)
+        return stream
+
 
 class UnaryStreamMultiCallable:
     """``stub.Method(request, ...)`` for a server-streaming method: gives a `StreamCall`."""
@@ -165,6 +190,60 @@ class StreamCall:
             except asyncio.CancelledError:
                 self.cancel()
                 raise
+
+    async def deliver(self, handler: Callable[[Any], None]) -> None:
+        """Hand every response message to ``handler`` as soon as it is parsed, until the call ends.
+
+        The alternative to `read` for a consumer that acts on each message at once: no task
+        wake-up per message, and what ``handler`` sends for all the messages of one socket read
+        leaves in one send. ``handler`` runs on the loop, inside the connection's read; if it raises,
+        the call is cancelled and the error is raised here. Returns when the call ends with OK;
+        raises as `read` does otherwise.
+        """
+        if self._starting is not None:
+            try:
+                await self._starting
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+            self._starting = None
+        stream = self._stream
+        failure: list[BaseException] = []
+
+        def take() -> None:
+            messages = stream.messages
+            deserialize = self._deserialize
+            while messages and not failure:
+                data = messages.popleft()
+                try:
+                    message = data if deserialize is None else deserialize(data)
+                except Exception as error:
+                    failure.append(rpc_error(grpc.StatusCode.INTERNAL,
+                                             f"cannot deserialize a message of {self._method}: {error}"))
+                    self.cancel()
+                    return
+                try:
+                    handler(message)
+                except BaseException as error:
+                    failure.append(error)
+                    self.cancel()
+                    return
+
+        stream.on_messages = take
+        try:
+            take()
+            await self._ended()
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        finally:
+            stream.on_messages = None
+        if failure:
+            raise failure[0]
+        if stream.locally_cancelled:
+            raise asyncio.CancelledError()
+        if stream.code is not OK:
+            raise _call_error(stream)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -99,6 +99,19 @@ class H2Channel(RequestEncoder, grpc.aio.Channel):
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         await self.close()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Calls started inside leave in one send (on the open connection; nothing changes without one)."""
+        connection = self.usable_connection()
+        if connection is None:
+            yield
+            return
+        connection.cork()
+        try:
+            yield
+        finally:
+            connection.uncork()
 
     # -- used by the calls
 

@@ -73,6 +73,8 @@ class Connection(asyncio.BufferedProtocol):
         self._table_update = b""  # a dynamic table size update owed at the start of the next header block
         self._out: list[bytes] = []
         self._holding = False  # `start` decides itself when its frames leave
+        self._corked = 0  # inside `cork`: frames leave at the end of the batch
+        self._deliveries: list[ClientStream] = []  # streams with messages for their `on_messages`
         self._closed_reason: str | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._deadline_at = _NEVER
@@ -154,6 +156,37 @@ class Connection(asyncio.BufferedProtocol):
             self._rstart = self._rend = 0
         else:
             self._rstart = pos
+        if self._deliveries:
+            self._deliver()
+
+    def deliver_later(self, stream: ClientStream) -> None:
+        """Call ``stream.on_messages`` once the bytes being parsed are done with (all its messages at once)."""
+        self._deliveries.append(stream)
+
+    def _deliver(self) -> None:
+        """Hand messages to the streams that take them as they come; what they send leaves in one send."""
+        streams, self._deliveries = self._deliveries, []
+        self.cork()
+        try:
+            for stream in streams:
+                stream.deliver_due = False
+                handler = stream.on_messages
+                if handler is not None and stream.messages:
+                    handler()
+        finally:
+            self.uncork()
+
+    def cork(self) -> None:
+        """Hold the frames written from now on until `uncork`: calls started in a batch leave in one send."""
+        self._corked += 1
+        self._holding = True
+
+    def uncork(self) -> None:
+        self._corked -= 1
+        if not self._corked:
+            self._holding = False
+            if self._out:
+                self._send_out()
 
     # -- calls
 
@@ -167,8 +200,8 @@ class Connection(asyncio.BufferedProtocol):
         if len(self.streams) >= self._peer_max_streams:
             self._queued.append((stream, block, body))
             return
-        if self._out or self._transport is None:
-            self._open(stream, block, body)  # joins the send already due this turn
+        if self._out or self._corked or self._transport is None:
+            self._open(stream, block, body)  # joins the send already due this turn, or the corked batch
             return
         self._holding = True
         try:

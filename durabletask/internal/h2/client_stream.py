@@ -49,6 +49,7 @@ class ClientStream:
         "code",
         "connection",
         "deadline",
+        "deliver_due",
         "details",
         "encoding",
         "ended",
@@ -59,6 +60,7 @@ class ClientStream:
         "max_receive",
         "messages",
         "need",
+        "on_messages",
         "pending",
         "received",
         "remote_closed",
@@ -93,6 +95,10 @@ class ClientStream:
         self.locally_cancelled = False
         self.deadline: float | None = None  # loop time after which the call ends with DEADLINE_EXCEEDED
         self.callbacks: list[Callable[[], None]] | None = None
+        self.on_messages: Callable[[], None] | None = None
+        """Set on a streaming call that takes its messages as they come instead of waiting for them:
+        the connection calls it once it has parsed what one read brought (`Connection.deliver_later`)."""
+        self.deliver_due = False
 
     def receive(self, view: memoryview, start: int, end: int) -> Problem | None:
         """Take the DATA payload ``view[start:end]``; the status to end the call with if it cannot go on."""
@@ -113,7 +119,11 @@ class ClientStream:
             else:
                 del pending[:pos]
                 self._update_need()
-        if self.streaming and self.messages and self.waiter is not None:
+        if self.on_messages is not None:
+            if self.messages and not self.deliver_due and self.connection is not None:
+                self.deliver_due = True
+                self.connection.deliver_later(self)
+        elif self.streaming and self.messages and self.waiter is not None:
             waiter, self.waiter = self.waiter, None
             if not waiter.done():
                 waiter.set_result(None)
@@ -155,6 +165,11 @@ class ClientStream:
         pending = self.pending
         assert pending is not None
         self.need = 5 + int.from_bytes(pending[1:5], "big") if len(pending) >= 5 else 5
+
+    def cancel(self) -> None:
+        """End the call from our side (RST_STREAM) with status CANCELLED; nothing if it is over."""
+        if self.connection is not None:
+            self.connection.cancel(self)
 
     def finish(self, code: grpc.StatusCode, details: str) -> None:
         """Record how the call ended and wake its reader (the connection's bookkeeping is done by then)."""
