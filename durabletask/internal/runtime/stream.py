@@ -16,8 +16,8 @@ import random
 import socket
 import threading
 import uuid
-from collections.abc import Awaitable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -29,10 +29,21 @@ from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOpt
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.entities.executor import execute_batch
 from durabletask.internal.grpc.channels import async_channel, sidecar_stub
+from durabletask.internal.grpc.h2_channel import H2Channel
 from durabletask.internal.registry import Registry
 from durabletask.internal.replay.engine import OrchestrationExecutor
+from durabletask.internal.runtime.activity_threads import ActivityThreads
+from durabletask.internal.runtime.in_flight import InFlight, WorkItem
 from durabletask.internal.runtime.options import ConcurrencyOptions, VersioningOptions, WorkItemFilters
-from durabletask.internal.runtime.work_items import Abandon, run_activity, run_orchestration
+from durabletask.internal.runtime.work_items import (
+    Abandon,
+    call_activity,
+    finish_activity,
+    is_async_activity,
+    run_activity,
+    run_orchestration,
+    unregistered_activity,
+)
 from durabletask.serialization import DataConverter
 
 logger = logging.getLogger("durabletask.worker")
@@ -40,6 +51,7 @@ logger = logging.getLogger("durabletask.worker")
 _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                         grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED})
 _COMPLETION_ATTEMPTS = 5
+_COMPLETION_TIMEOUT = 30.0
 
 
 @dataclass
@@ -70,11 +82,13 @@ class WorkerRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
-        self._in_flight: dict[asyncio.Task[Any], tuple[str, str]] = {}
+        self._in_flight = InFlight()
+        self._results: deque[tuple[WorkItem, pb.ActivityRequest, pb.ActivityResponse, bytes | None,
+                                   Awaitable[Any] | None]] = deque()  # from the activity threads
+        self._collect_due = False
         self._stub: Any = None
         self._channel: grpc.aio.Channel | None = None
-        self._pool = ThreadPoolExecutor(settings.concurrency.maximum_thread_pool_workers,
-                                        thread_name_prefix="durabletask-activity")
+        self._pool = ActivityThreads(settings.concurrency.maximum_thread_pool_workers, "durabletask-activity")
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._md: tuple[tuple[str, str], ...] = (*settings.metadata, ("workerid", self.worker_id))
         self._last_message = 0.0
@@ -185,15 +199,27 @@ class WorkerRuntime:
         self._cancel_reason = None
         watchdog = asyncio.ensure_future(self._watch(call))
         received = False
+
+        def on_item(item: pb.WorkItem) -> None:
+            nonlocal received
+            self._last_message = loop.time()
+            received = True
+            try:
+                self._dispatch(item)
+            except Exception:  # the stream goes on; the backend redelivers the item when its lease expires
+                logger.exception("unexpected error while dispatching a work item")
+
         self.connected.set()
         try:
+            deliver = getattr(call, "deliver", None)
+            if deliver is not None:  # the SDK's own transport: items are dispatched as they are parsed
+                await deliver(on_item)
+                return "received" if received else "closed by the backend"
             while True:
                 item = await call.read()
                 if item is grpc.aio.EOF:
                     return "received" if received else "closed by the backend"
-                self._last_message = loop.time()
-                received = True
-                self._dispatch(item)
+                on_item(item)
         except asyncio.CancelledError:
             if self._cancel_reason is None:
                 raise  # the loop itself is being cancelled
@@ -228,55 +254,119 @@ class WorkerRuntime:
         call.cancel()
 
     # ----------------------------------------------------------------- work items
+    #
+    # The hot path has no task per item: an orchestration episode runs inline, a plain activity runs
+    # on a thread that also builds and serializes its completion, and the completion call is started
+    # with a done callback. Tasks remain for what must wait on the loop (``async def`` activities,
+    # entity batches, history streaming) and for completions that have to be retried.
 
     def _dispatch(self, item: pb.WorkItem) -> None:
         kind = item.WhichOneof("request")
         token = item.completionToken
         if kind == "orchestratorRequest":
-            self._spawn(self._orchestration(item.orchestratorRequest, token), "orchestration", token)
+            self._orchestration(item.orchestratorRequest, token)
         elif kind == "activityRequest":
-            self._spawn(self._activity(item.activityRequest, token), "activity", token)
+            self._activity(item.activityRequest, token)
         elif kind == "entityRequestV2":
-            self._spawn(self._entity(item.entityRequestV2, token), "entity", token)
+            self._spawn(self._entity, item.entityRequestV2, self._in_flight.add("entity", token))
         elif kind == "entityRequest":
-            self._spawn(self._entity(item.entityRequest, token), "entity", token)
+            self._spawn(self._entity, item.entityRequest, self._in_flight.add("entity", token))
         # healthPing and unknown kinds only keep the stream alive.
 
-    def _spawn(self, work: Awaitable[None], kind: str, token: str) -> None:
-        task = asyncio.ensure_future(work)
-        self._in_flight[task] = (kind, token)
-        task.add_done_callback(self._in_flight_done)
+    def _spawn(self, work: Callable[[Any, WorkItem], Awaitable[None]], request: Any, item: WorkItem) -> None:
+        self._in_flight.track(item, asyncio.ensure_future(work(request, item)))
 
-    def _in_flight_done(self, task: asyncio.Task[Any]) -> None:
-        self._in_flight.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("unexpected error while processing a work item", exc_info=task.exception())
-
-    async def _orchestration(self, request: pb.OrchestratorRequest, token: str) -> None:
-        s = self._settings
-        past: Sequence[pb.HistoryEvent] = request.pastEvents
+    def _orchestration(self, request: pb.OrchestratorRequest, token: str) -> None:
+        item = self._in_flight.add("orchestration", token)
+        if request.requiresHistoryStreaming:
+            self._spawn(self._streamed_orchestration, request, item)
+            return
         try:
-            if request.requiresHistoryStreaming:
-                past = await self._stream_history(request)
-            response = run_orchestration(s.executor, s.versioning, request, past, token)
+            response = self._episode(request, request.pastEvents, item)
+        except Exception:
+            logger.exception("unexpected error while processing a work item")
+            self._in_flight.done(item)
+            return
+        if response is not None:
+            self._send(item, "CompleteOrchestratorTask", response)
+
+    def _episode(self, request: pb.OrchestratorRequest, past: Sequence[pb.HistoryEvent],
+                 item: WorkItem) -> pb.OrchestratorResponse | None:
+        """Run the episode; None if the item is being given back instead."""
+        s = self._settings
+        try:
+            return run_orchestration(s.executor, s.versioning, request, past, item.token)
         except Abandon as reason:
             logger.info("giving back the work item of %s: %s", request.instanceId, reason)
-            await self._abandon("orchestration", token)
-            return
-        await self._complete("CompleteOrchestratorTask", response, "orchestration", token)
+            self._spawn(self._abandon_item, None, item)
+            return None
 
-    async def _stream_history(self, request: pb.OrchestratorRequest) -> list[pb.HistoryEvent]:
+    async def _streamed_orchestration(self, request: pb.OrchestratorRequest, item: WorkItem) -> None:
         chunks = self._stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(
             instanceId=request.instanceId, executionId=request.executionId if request.HasField("executionId") else None,
             forWorkItemProcessing=True), metadata=self._md)
-        return [event async for chunk in chunks for event in chunk.events]
+        past = [event async for chunk in chunks for event in chunk.events]
+        response = self._episode(request, past, item)
+        if response is not None:
+            self._send(item, "CompleteOrchestratorTask", response)
 
-    async def _activity(self, request: pb.ActivityRequest, token: str) -> None:
+    def _activity(self, request: pb.ActivityRequest, token: str) -> None:
         s = self._settings
-        response = await run_activity(s.registry, s.converter, request, token, self._pool)
-        await self._complete("CompleteActivityTask", response, "activity", token)
+        item = self._in_flight.add("activity", token)
+        fn = s.registry.get_activity(request.name)
+        if fn is None:
+            self._send(item, "CompleteActivityTask", unregistered_activity(s.registry, request, token))
+        elif is_async_activity(fn):
+            self._spawn(self._async_activity, request, item)
+        else:
+            self._pool.post(lambda: self._activity_thread(fn, request, item))
 
-    async def _entity(self, request: pb.EntityBatchRequest | pb.EntityRequest, token: str) -> None:
+    async def _async_activity(self, request: pb.ActivityRequest, item: WorkItem) -> None:
+        s = self._settings
+        self._send(item, "CompleteActivityTask",
+                   await run_activity(s.registry, s.converter, request, item.token, self._pool))
+
+    def _activity_thread(self, fn: Any, request: pb.ActivityRequest, item: WorkItem) -> None:
+        """On an activity thread: run the activity, build its completion and hand it to the loop."""
+        response, pending = call_activity(fn, self._settings.converter, request, item.token)
+        body = response.SerializeToString() if pending is None else None
+        self._results.append((item, request, response, body, pending))
+        if not self._collect_due:  # one wake-up of the loop for all results that arrive before it runs
+            self._collect_due = True
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: the item was given back
+                    loop.call_soon_threadsafe(self._collect_results)
+
+    def _collect_results(self) -> None:
+        self._collect_due = False  # first: a result appended from now on wakes the loop again
+        results = self._results
+        if isinstance(self._channel, H2Channel):
+            # In one send, and now: this callback often runs before the loop's own self-pipe reader,
+            # which would otherwise hold the send back to the next turn of the loop.
+            with self._channel.batch():
+                self._send_results(results)
+        else:
+            self._send_results(results)
+
+    def _send_results(self, results: deque[tuple[WorkItem, pb.ActivityRequest, pb.ActivityResponse, bytes | None,
+                                                 Awaitable[Any] | None]]) -> None:
+        while results:
+            item, request, response, body, pending = results.popleft()
+            if item.given_up:
+                continue
+            if pending is not None:
+                self._spawn(self._finish_activity, (request, response, pending), item)
+            else:
+                self._send(item, "CompleteActivityTask", response, body)
+
+    async def _finish_activity(self, parts: tuple[pb.ActivityRequest, pb.ActivityResponse, Awaitable[Any]],
+                               item: WorkItem) -> None:
+        request, response, pending = parts
+        self._send(item, "CompleteActivityTask",
+                   await finish_activity(self._settings.converter, request, response, pending))
+
+    async def _entity(self, request: pb.EntityBatchRequest | pb.EntityRequest, item: WorkItem) -> None:
         """Run an entity batch on the thread pool (entity code is plain, possibly blocking, code)."""
         s = self._settings
         if self._entity_slots is None:
@@ -284,27 +374,68 @@ class WorkerRuntime:
         async with self._entity_slots:
             try:
                 result = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, execute_batch, s.registry, s.converter, request, token)
+                    self._pool, execute_batch, s.registry, s.converter, request, item.token)
             except Exception:
                 logger.exception("entity batch for %s failed unexpectedly; giving it back", request.instanceId)
-                await self._abandon("entity", token)
+                await self._abandon_item(None, item)
                 return
-        await self._complete("CompleteEntityTask", result, "entity", token)
+        self._send(item, "CompleteEntityTask", result)
 
-    async def _complete(self, method: str, response: Any, kind: str, token: str) -> None:
+    # ----------------------------------------------------------------- completions
+
+    def _send(self, item: WorkItem, method: str, response: Any, body: bytes | None = None) -> None:
+        """Send a completion; with the SDK's own transport as a call with a done callback, else in a task."""
+        if item.given_up:
+            return
+        call = getattr(self._stub, method)
+        start = getattr(call, "start", None)
+        if start is not None:
+            started = start(response if body is None else body,
+                            lambda error: self._sent(item, method, response, error),
+                            timeout=_COMPLETION_TIMEOUT, metadata=self._md, serialized=body is not None)
+            if started is not None:
+                item.call = started
+                return
+        self._spawn(self._complete, (method, response, 0), item)
+
+    def _sent(self, item: WorkItem, method: str, response: Any, error: BaseException | None) -> None:
+        item.call = None
+        if error is None or item.given_up or not isinstance(error, grpc.aio.AioRpcError):
+            self._in_flight.done(item)
+        elif error.code() in _TRANSIENT:
+            self._spawn(self._complete, (method, response, 1), item)  # retries from the second attempt
+        else:
+            self._rejected(method, error)
+            self._in_flight.done(item)
+
+    @staticmethod
+    def _rejected(method: str, error: grpc.aio.AioRpcError) -> None:
+        logger.warning("%s rejected (%s: %s); the backend will redeliver the work item",
+                       method, error.code().name, error.details())
+
+    async def _complete(self, call: tuple[str, Any, int], item: WorkItem) -> None:
         """Send a completion, retrying transient failures; give the item back if it never lands."""
-        for attempt in range(_COMPLETION_ATTEMPTS):
+        method, response, first = call
+        for attempt in range(first, _COMPLETION_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** (attempt - 1)))
             try:
-                await getattr(self._stub, method)(response, timeout=30, metadata=self._md)
+                await getattr(self._stub, method)(response, timeout=_COMPLETION_TIMEOUT, metadata=self._md)
+                self._in_flight.done(item)
                 return
             except grpc.aio.AioRpcError as error:
                 if error.code() not in _TRANSIENT:
-                    logger.warning("%s rejected (%s: %s); the backend will redeliver the work item",
-                                   method, error.code().name, error.details())
+                    self._rejected(method, error)
+                    self._in_flight.done(item)
                     return
-                await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
         logger.warning("%s failed %d times; giving the work item back", method, _COMPLETION_ATTEMPTS)
-        await self._abandon(kind, token)
+        await self._abandon_item(None, item)
+
+    async def _abandon_item(self, _: Any, item: WorkItem) -> None:
+        try:
+            await self._abandon(item.kind, item.token)
+        finally:
+            self._in_flight.done(item)
 
     async def _abandon(self, kind: str, token: str) -> None:
         method, request = {
@@ -319,14 +450,16 @@ class WorkerRuntime:
 
     async def _drain(self) -> None:
         """Let in-flight work finish for the drain timeout, then give the rest back."""
-        if not self._in_flight:
+        leftovers = await self._in_flight.wait_empty(self._drain_timeout)
+        if not leftovers:
             return
-        pending = set(self._in_flight)
-        _, still_running = await asyncio.wait(pending, timeout=self._drain_timeout)
-        leftovers = [self._in_flight.get(t) for t in still_running]
-        for task in still_running:
-            task.cancel()
-        await asyncio.gather(*still_running, return_exceptions=True)
-        await asyncio.gather(*(self._abandon(kind, token) for kind, token in filter(None, leftovers)),
-                             return_exceptions=True)
-
+        tasks = []
+        for item in leftovers:
+            item.given_up = True
+            if item.task is not None:
+                item.task.cancel()
+                tasks.append(item.task)
+            if item.call is not None:
+                item.call.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(self._abandon(item.kind, item.token) for item in leftovers), return_exceptions=True)
