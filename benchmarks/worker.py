@@ -19,7 +19,7 @@ with our client for both workers. Every worker gets a fresh backend. Figures:
    200 times after a warm-up: p50 and p99;
 4. worker CPU per work item: the worker process's CPU time (user + system, all threads) over the
    three runs, divided by the work items it ran there (orchestration episodes + activities, both
-   counted in the worker process).
+   counted in the worker process, see ``worker_process.py``).
 
 This is a benchmark, not a test: it prints figures and never fails on a missed target.
 """
