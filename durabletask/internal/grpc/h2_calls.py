@@ -85,13 +85,15 @@ class UnaryUnaryMultiCallable:
         response is not decoded), else what awaiting the call would have raised. ``request`` may be
         already serialized (``serialized=True``), e.g. by a thread that built it.
 
+        To be called on the loop the channel serves (the loop it connected on).
+
         Returns:
             The call's stream (``cancel()`` ends it), or None when the channel has no open
-            connection on the running loop: then nothing was sent; await the call instead, which connects.
+            connection: then nothing was sent; await the call instead, which connects.
         """
         channel = self._channel
-        connection = channel.usable_connection()
-        if connection is None:
+        connection = channel.connection  # (not usable_connection(): asking for the running loop costs a getpid)
+        if connection is None or not connection.usable:
             return None
         data = request if serialized or self._serialize is None else self._serialize(request)
         body, encoding = channel.body(data, None)

@@ -102,9 +102,12 @@ class H2Channel(RequestEncoder, grpc.aio.Channel):
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Calls started inside leave in one send (on the open connection; nothing changes without one)."""
-        connection = self.usable_connection()
-        if connection is None:
+        """Calls started inside leave in one send (on the open connection; nothing changes without one).
+
+        To be used on the loop the channel serves, as `UnaryUnaryMultiCallable.start`.
+        """
+        connection = self.connection
+        if connection is None or not connection.usable:
             yield
             return
         connection.cork()
