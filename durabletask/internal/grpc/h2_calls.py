@@ -159,8 +159,8 @@ class StreamCall:
         if not self._stream.ended:
             connection.start(self._stream, block, body, self._deadline)
 
-    async def read(self) -> Any:
-        """The next response message, or ``grpc.aio.EOF`` once the call ended with OK."""
+    async def _started(self) -> None:
+        """Wait for the call to be sent, if it waits for a connection (cancelling the call if cancelled)."""
         if self._starting is not None:
             try:
                 await self._starting
@@ -168,6 +168,10 @@ class StreamCall:
                 self.cancel()
                 raise
             self._starting = None
+
+    async def read(self) -> Any:
+        """The next response message, or ``grpc.aio.EOF`` once the call ended with OK."""
+        await self._started()
         stream = self._stream
         while True:
             if stream.locally_cancelled:
@@ -202,13 +206,7 @@ class StreamCall:
         the call is cancelled and the error is raised here. Returns when the call ends with OK;
         raises as `read` does otherwise.
         """
-        if self._starting is not None:
-            try:
-                await self._starting
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
-            self._starting = None
+        await self._started()
         stream = self._stream
         failure: list[BaseException] = []
 
