@@ -62,14 +62,14 @@ def _results(name: str, actions: list[pb.OrchestratorAction], pending: list[pb.H
             pending.append(h.task_completed(action.id, a + b))
 
 
-def episodes(name: str, n: int, executor: OrchestrationExecutor) -> Iterator[tuple[bytes, bool]]:
+def episodes(name: str, n: int, executor: OrchestrationExecutor) -> Iterator[bytes]:
     """Drive one orchestration with ``executor``: yields each episode's serialized request; the caller runs it."""
     history: list[pb.HistoryEvent] = []
     pending: list[pb.HistoryEvent] = []
     new = [h.orchestrator_started(h.at(0)), h.execution_started(name, n)]
     for minute in range(1, 10 * n + 10):
         request = pb.OrchestratorRequest(instanceId="bench", pastEvents=history, newEvents=new)
-        yield request.SerializeToString(), False
+        yield request.SerializeToString()
         result = executor.execute("bench", list(history), new)  # untimed twin: decides what comes next
         history = history + new
         for action in result.actions:
@@ -77,7 +77,6 @@ def episodes(name: str, n: int, executor: OrchestrationExecutor) -> Iterator[tup
                 history.append(h.task_scheduled(action.id, action.scheduleTask.name))
         history.append(h.orchestrator_completed())
         if result.is_complete:
-            yield b"", True
             return
         _results(name, result.actions, pending)
         take = 1 if name == "chain" else BATCH
@@ -94,9 +93,7 @@ def life(name: str, n: int, capacity: int) -> tuple[float, int]:
     twin = OrchestrationExecutor(registry)
     timed = OrchestrationExecutor(registry, maximum_cached_orchestrations=capacity)
     total, count = 0.0, 0
-    for data, done in episodes(name, n, twin):
-        if done:
-            break
+    for data in episodes(name, n, twin):
         request = pb.OrchestratorRequest.FromString(data)
         past, new = request.pastEvents, request.newEvents
         start = time.perf_counter()

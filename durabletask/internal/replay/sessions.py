@@ -128,9 +128,6 @@ class SessionCache:
     def discard(self, instance_id: str) -> None:
         self._sessions.pop(instance_id, None)
 
-    def clear(self) -> None:
-        self._sessions.clear()
-
 
 def _mismatch(session: _Session, past: Sequence[pb.HistoryEvent]) -> str | None:
     """Why ``past`` does not continue what ``session`` processed (None: it does)."""
