@@ -56,8 +56,19 @@ _SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
 
 
 def _varint(value: int) -> bytes:
+    """A non-negative integer as a protobuf varint (up to five bytes without a loop: lengths, timestamps)."""
     if value < 0x80:
         return _SMALL_VARINTS[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 0x20_0000:
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+    if value < 0x1000_0000:
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, ((value >> 14) & 0x7F) | 0x80,
+                      value >> 21))
+    if value < 0x8_0000_0000:  # five bytes: a timestamp's seconds and most of its nanoseconds
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, ((value >> 14) & 0x7F) | 0x80,
+                      ((value >> 21) & 0x7F) | 0x80, value >> 28))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -66,14 +77,20 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+_LENGTH_TAGS = [bytes(((number << 3) | 2,)) for number in range(16)]  # one-byte tags of fields 0-15
+
+
 def _field(number: int, data: bytes) -> bytes:
     """A length-delimited field (string, bytes or embedded message)."""
-    return _varint((number << 3) | 2) + _varint(len(data)) + data
+    size = len(data)
+    return ((_LENGTH_TAGS[number] if number < 16 else _varint((number << 3) | 2))
+            + (_SMALL_VARINTS[size] if size < 0x80 else _varint(size)) + data)
 
 
 def _repeated(number: int, items: Iterable[bytes]) -> bytes:
-    tag = _varint((number << 3) | 2)
-    return b"".join([tag + _varint(len(item)) + item for item in items])
+    tag = _LENGTH_TAGS[number] if number < 16 else _varint((number << 3) | 2)
+    small = _SMALL_VARINTS
+    return b"".join([tag + (small[len(item)] if len(item) < 0x80 else _varint(len(item))) + item for item in items])
 
 
 def past_events(events: Iterable[bytes]) -> bytes:
@@ -121,14 +138,32 @@ _ORCHESTRATOR_STARTED = b"\x72\x00"
 _ORCHESTRATOR_COMPLETED = b"\x7a\x00"
 
 
-def _marker_event(at: float, kind: bytes) -> bytes:
+# The events of one commit share its time: the last timestamp field encoded, and for which time.
+_last_timestamp: tuple[float, bytes | None] = (-1.0, None)
+
+
+def _timestamp_field(at: float) -> bytes | None:
+    """``HistoryEvent.timestamp`` (field 2) for ``at``; None before 1970 (let protobuf encode that)."""
+    global _last_timestamp
+    last = _last_timestamp
+    if last[0] == at:
+        return last[1]
     whole, nanos = divmod(int(at * 1e9), 1_000_000_000)
-    if whole < 0:  # pragma: no cover - a clock before 1970: let protobuf encode it
+    if whole < 0:  # pragma: no cover - a clock before 1970
+        return None
+    when = (b"\x08" + _varint(whole) if whole else b"") + (b"\x10" + _varint(nanos) if nanos else b"")
+    field = b"\x12" + _varint(len(when)) + when
+    _last_timestamp = (at, field)
+    return field
+
+
+def _marker_event(at: float, kind: bytes) -> bytes:
+    when = _timestamp_field(at)
+    if when is None:  # pragma: no cover - a clock before 1970: let protobuf encode it
         if kind == _ORCHESTRATOR_STARTED:
             return event_bytes(at, orchestratorStarted=pb.OrchestratorStartedEvent())
         return event_bytes(at, orchestratorCompleted=pb.OrchestratorCompletedEvent())
-    body = (b"\x08" + _varint(whole) if whole else b"") + (b"\x10" + _varint(nanos) if nanos else b"")
-    return _NO_EVENT_ID + b"\x12" + _varint(len(body)) + body + kind
+    return _NO_EVENT_ID + when + kind
 
 
 # The events of an activity's round trip, assembled by hand like the markers above: per
@@ -153,12 +188,11 @@ def _string_value(number: int, value: str) -> bytes:
 
 def _event(at: float, event_id: int, kind: int, body: bytes) -> bytes | None:
     """A ``HistoryEvent`` of field ``kind`` with ``body``; None before 1970 (let protobuf encode that)."""
-    whole, nanos = divmod(int(at * 1e9), 1_000_000_000)
-    if whole < 0:  # pragma: no cover - a clock before 1970
+    when = _timestamp_field(at)
+    if when is None:  # pragma: no cover - a clock before 1970
         return None
-    when = (b"\x08" + _varint(whole) if whole else b"") + (b"\x10" + _varint(nanos) if nanos else b"")
     ident = _NO_EVENT_ID if event_id == -1 else _int32(1, event_id)
-    return ident + b"\x12" + _varint(len(when)) + when + _field(kind, body)
+    return ident + when + _field(kind, body)
 
 
 def task_scheduled(at: float, action_id: int, task: pb.ScheduleTaskAction, instance_id: str,

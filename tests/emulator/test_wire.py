@@ -107,3 +107,31 @@ def test_task_completed_is_byte_for_byte_what_protobuf_writes(result: str | None
     for at in (1_790_000_000.123456, 0.0, 12.000000001):
         assert wire.task_completed(at, task_id, result) == stub_event(
             at, taskCompleted=pb.TaskCompletedEvent(taskScheduledId=task_id, result=wire.string_value(result)))
+
+
+# Each varint width the hand encoder writes without a loop (1 to 5 bytes) and past it, at both edges:
+# as task ids, as result lengths (the string's length prefix) and as timestamp nanoseconds.
+_WIDTH_EDGES = [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455, 268_435_456, 999_999_999,
+                2**31 - 1]
+
+
+@pytest.mark.parametrize("value", _WIDTH_EDGES)
+def test_every_varint_width_is_written_as_protobuf_writes_it(value: int) -> None:
+    at = 1_790_000_000 + min(value, 999_999_999) / 1e9
+    result = "r" * min(value, 2_097_152)
+    expected = stub_event(at, taskCompleted=pb.TaskCompletedEvent(taskScheduledId=value,
+                                                                   result=wire.string_value(result)))
+    assert wire.task_completed(at, value, result) == expected
+    parsed = wire.parse_event(expected)
+    assert parsed.taskCompleted.taskScheduledId == value and len(parsed.taskCompleted.result.value) == len(result)
+
+
+def test_events_of_different_times_in_a_row_keep_their_own_timestamps() -> None:
+    # The encoder remembers the last timestamp it wrote (a commit's events share one): each new time
+    # must still get its own.
+    times = [100.25, 100.25, 100.5, 7.0, 100.25, 0.0]
+    for at in times:
+        event = wire.parse_event(wire.orchestrator_started(at))
+        assert event.timestamp.ToNanoseconds() == int(at * 1e9)
+        completed = wire.parse_event(wire.task_completed(at, 1, "x"))
+        assert completed.timestamp.ToNanoseconds() == int(at * 1e9)
