@@ -1,9 +1,10 @@
 """The worker's connection: one asyncio loop that owns the GetWorkItems stream.
 
 The loop runs in a background thread. It opens the stream (after a ``Hello`` probe), dispatches
-work items to tasks bounded by the concurrency options, sends completions (retrying transient
-failures, then giving the item back), reconnects with full-jitter back-off when the stream breaks
-or goes silent, and on stop drains in-flight work for a while before giving the rest back.
+work items (episodes inline, plain activities on `ActivityThreads`, the rest in tasks bounded by
+the concurrency options), hands their results to `Completions` (sending, retrying, giving back),
+reconnects with full-jitter back-off when the stream breaks or goes silent, and on stop drains
+in-flight work for a while before giving the rest back.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from durabletask.internal.grpc.h2_channel import H2Channel
 from durabletask.internal.registry import Registry
 from durabletask.internal.replay.engine import OrchestrationExecutor
 from durabletask.internal.runtime.activity_threads import ActivityThreads
+from durabletask.internal.runtime.completions import Completions
 from durabletask.internal.runtime.in_flight import InFlight, WorkItem
 from durabletask.internal.runtime.options import ConcurrencyOptions, VersioningOptions, WorkItemFilters
 from durabletask.internal.runtime.work_items import (
@@ -47,11 +49,6 @@ from durabletask.internal.runtime.work_items import (
 from durabletask.serialization import DataConverter
 
 logger = logging.getLogger("durabletask.worker")
-
-_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                        grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED})
-_COMPLETION_ATTEMPTS = 5
-_COMPLETION_TIMEOUT = 30.0
 
 
 @dataclass
@@ -91,6 +88,7 @@ class WorkerRuntime:
         self._pool = ActivityThreads(settings.concurrency.maximum_thread_pool_workers, "durabletask-activity")
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._md: tuple[tuple[str, str], ...] = (*settings.metadata, ("workerid", self.worker_id))
+        self._completions = Completions(self._in_flight, self._md)
         self._last_message = 0.0
         self._cancel_reason: str | None = None
         self.connected = threading.Event()
@@ -160,7 +158,7 @@ class WorkerRuntime:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
         finally:
-            await self._drain()
+            await self._completions.drain(self._drain_timeout)
             if self._channel is not None:
                 await self._channel.close()
                 self._channel = None
@@ -172,7 +170,7 @@ class WorkerRuntime:
         s = self._settings
         # Metadata goes on each call: an asyncio interceptor only for that costs ~10% of the worker's CPU.
         self._channel = async_channel(s.host_address, s.secure_channel, list(s.interceptors), s.channel_options)
-        self._stub = sidecar_stub(self._channel)
+        self._stub = self._completions.stub = sidecar_stub(self._channel)
 
     def _request(self) -> pb.GetWorkItemsRequest:
         s = self._settings
@@ -288,7 +286,7 @@ class WorkerRuntime:
             self._in_flight.done(item)
             return
         if response is not None:
-            self._send(item, "CompleteOrchestratorTask", response)
+            self._completions.send(item, "CompleteOrchestratorTask", response)
 
     def _episode(self, request: pb.OrchestratorRequest, past: Sequence[pb.HistoryEvent],
                  item: WorkItem) -> pb.OrchestratorResponse | None:
@@ -298,7 +296,7 @@ class WorkerRuntime:
             return run_orchestration(s.executor, s.versioning, request, past, item.token)
         except Abandon as reason:
             logger.info("giving back the work item of %s: %s", request.instanceId, reason)
-            self._spawn(self._abandon_item, None, item)
+            self._spawn(self._completions.give_back, None, item)
             return None
 
     async def _streamed_orchestration(self, request: pb.OrchestratorRequest, item: WorkItem) -> None:
@@ -308,14 +306,14 @@ class WorkerRuntime:
         past = [event async for chunk in chunks for event in chunk.events]
         response = self._episode(request, past, item)
         if response is not None:
-            self._send(item, "CompleteOrchestratorTask", response)
+            self._completions.send(item, "CompleteOrchestratorTask", response)
 
     def _activity(self, request: pb.ActivityRequest, token: str) -> None:
         s = self._settings
         item = self._in_flight.add("activity", token)
         fn = s.registry.get_activity(request.name)
         if fn is None:
-            self._send(item, "CompleteActivityTask", unregistered_activity(s.registry, request, token))
+            self._completions.send(item, "CompleteActivityTask", unregistered_activity(s.registry, request, token))
         elif is_async_activity(fn):
             self._spawn(self._async_activity, request, item)
         else:
@@ -323,7 +321,7 @@ class WorkerRuntime:
 
     async def _async_activity(self, request: pb.ActivityRequest, item: WorkItem) -> None:
         s = self._settings
-        self._send(item, "CompleteActivityTask",
+        self._completions.send(item, "CompleteActivityTask",
                    await run_activity(s.registry, s.converter, request, item.token, self._pool))
 
     def _activity_thread(self, fn: Any, request: pb.ActivityRequest, item: WorkItem) -> None:
@@ -358,12 +356,12 @@ class WorkerRuntime:
             if pending is not None:
                 self._spawn(self._finish_activity, (request, response, pending), item)
             else:
-                self._send(item, "CompleteActivityTask", response, body)
+                self._completions.send(item, "CompleteActivityTask", response, body)
 
     async def _finish_activity(self, parts: tuple[pb.ActivityRequest, pb.ActivityResponse, Awaitable[Any]],
                                item: WorkItem) -> None:
         request, response, pending = parts
-        self._send(item, "CompleteActivityTask",
+        self._completions.send(item, "CompleteActivityTask",
                    await finish_activity(self._settings.converter, request, response, pending))
 
     async def _entity(self, request: pb.EntityBatchRequest | pb.EntityRequest, item: WorkItem) -> None:
@@ -377,89 +375,6 @@ class WorkerRuntime:
                     self._pool, execute_batch, s.registry, s.converter, request, item.token)
             except Exception:
                 logger.exception("entity batch for %s failed unexpectedly; giving it back", request.instanceId)
-                await self._abandon_item(None, item)
+                await self._completions.give_back(None, item)
                 return
-        self._send(item, "CompleteEntityTask", result)
-
-    # ----------------------------------------------------------------- completions
-
-    def _send(self, item: WorkItem, method: str, response: Any, body: bytes | None = None) -> None:
-        """Send a completion; with the SDK's own transport as a call with a done callback, else in a task."""
-        if item.given_up:
-            return
-        call = getattr(self._stub, method)
-        start = getattr(call, "start", None)
-        if start is not None:
-            started = start(response if body is None else body,
-                            lambda error: self._sent(item, method, response, error),
-                            timeout=_COMPLETION_TIMEOUT, metadata=self._md, serialized=body is not None)
-            if started is not None:
-                item.call = started
-                return
-        self._spawn(self._complete, (method, response, 0), item)
-
-    def _sent(self, item: WorkItem, method: str, response: Any, error: BaseException | None) -> None:
-        item.call = None
-        if error is None or item.given_up or not isinstance(error, grpc.aio.AioRpcError):
-            self._in_flight.done(item)
-        elif error.code() in _TRANSIENT:
-            self._spawn(self._complete, (method, response, 1), item)  # retries from the second attempt
-        else:
-            self._rejected(method, error)
-            self._in_flight.done(item)
-
-    @staticmethod
-    def _rejected(method: str, error: grpc.aio.AioRpcError) -> None:
-        logger.warning("%s rejected (%s: %s); the backend will redeliver the work item",
-                       method, error.code().name, error.details())
-
-    async def _complete(self, call: tuple[str, Any, int], item: WorkItem) -> None:
-        """Send a completion, retrying transient failures; give the item back if it never lands."""
-        method, response, first = call
-        for attempt in range(first, _COMPLETION_ATTEMPTS):
-            if attempt:
-                await asyncio.sleep(min(2.0, 0.1 * 2 ** (attempt - 1)))
-            try:
-                await getattr(self._stub, method)(response, timeout=_COMPLETION_TIMEOUT, metadata=self._md)
-                self._in_flight.done(item)
-                return
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in _TRANSIENT:
-                    self._rejected(method, error)
-                    self._in_flight.done(item)
-                    return
-        logger.warning("%s failed %d times; giving the work item back", method, _COMPLETION_ATTEMPTS)
-        await self._abandon_item(None, item)
-
-    async def _abandon_item(self, _: Any, item: WorkItem) -> None:
-        try:
-            await self._abandon(item.kind, item.token)
-        finally:
-            self._in_flight.done(item)
-
-    async def _abandon(self, kind: str, token: str) -> None:
-        method, request = {
-            "orchestration": ("AbandonTaskOrchestratorWorkItem", pb.AbandonOrchestrationTaskRequest),
-            "activity": ("AbandonTaskActivityWorkItem", pb.AbandonActivityTaskRequest),
-            "entity": ("AbandonTaskEntityWorkItem", pb.AbandonEntityTaskRequest),
-        }[kind]
-        try:
-            await getattr(self._stub, method)(request(completionToken=token), timeout=10, metadata=self._md)
-        except grpc.aio.AioRpcError as error:
-            logger.info("could not give back a %s work item (%s); its lease will expire", kind, error.code().name)
-
-    async def _drain(self) -> None:
-        """Let in-flight work finish for the drain timeout, then give the rest back."""
-        leftovers = await self._in_flight.wait_empty(self._drain_timeout)
-        if not leftovers:
-            return
-        tasks = []
-        for item in leftovers:
-            item.given_up = True
-            if item.task is not None:
-                item.task.cancel()
-                tasks.append(item.task)
-            if item.call is not None:
-                item.call.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(self._abandon(item.kind, item.token) for item in leftovers), return_exceptions=True)
+        self._completions.send(item, "CompleteEntityTask", result)
