@@ -1,7 +1,8 @@
 """The task-free paths of the SDK's own HTTP/2 client that the worker's hot path uses: unary calls
 started with a done callback (`UnaryUnaryMultiCallable.start`), batches of calls in one send
-(`H2Channel.batch`), and stream messages handed to a handler as they are parsed (`StreamCall.deliver`).
-Against both servers of ``test_h2_transport``.
+(`H2Channel.batch`), stream messages handed to a handler as they are parsed (`StreamCall.deliver`),
+and responses read in batches (`H2Channel.read_pause`, the completions' channel). Against both
+servers of ``test_h2_transport``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import grpc.aio
 import pytest
 
 from durabletask.internal.grpc.h2_channel import H2Channel
-from tests.e2e.test_h2_transport import SERVERS, Server, run, streaming, unary
+from durabletask.internal.h2 import frames as f
+from tests.e2e.test_h2_transport import SERVERS, RawServer, Server, raw_run, run, streaming, unary
 
 
 def _outcome() -> tuple[asyncio.Future[BaseException | None], Any]:
@@ -142,3 +144,92 @@ def test_a_failing_handler_or_a_cancelled_reader_ends_the_call(kind: str) -> Non
         await call.deliver(got.append)
         assert got[1:] == [b"\x01", b"\x02"]
     run(kind, scenario)
+
+
+async def _pause_reads(channel: H2Channel, call: Any, seconds: float) -> None:
+    """Set the channel's read pause and start one: a call whose response is read at once, then the pause begins."""
+    channel.read_pause = seconds
+    done, report = _outcome()
+    call.start(b"pause", report)
+    assert await asyncio.wait_for(done, 5) is None
+    connection = channel.connection
+    assert connection is not None and connection._transport is not None
+    assert not connection._transport.is_reading()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_read_pause_leaves_responses_unread_until_it_ends_or_is_lifted(kind: str) -> None:
+    async def scenario(server: Server, channel: H2Channel) -> None:
+        echo = unary(channel, "Echo")
+        assert await echo(b"connect") == b"connect"
+        channel.read_pause = 1.5
+        done, report = _outcome()
+        echo.start(b"first", report)  # its response is read at once, then the pause starts
+        assert await asyncio.wait_for(done, 5) is None
+        done, report = _outcome()
+        echo.start(b"second", report)
+        await asyncio.sleep(0.5)
+        assert server.handlers.calls == 3 and not done.done()  # answered, not read yet
+        assert await asyncio.wait_for(done, 5) is None  # read when the pause ends
+
+        channel.read_pause = 60
+        done, report = _outcome()
+        echo.start(b"third", report)
+        while server.handlers.calls < 4:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert not done.done()
+        channel.read_pause = 0  # lifted: what has arrived is read now, and from then on as it comes
+        assert await asyncio.wait_for(done, 5) is None
+        assert await asyncio.wait_for(echo(b"again"), 5) == b"again"
+        with pytest.raises(ValueError, match="read_pause must be 0 or more seconds"):
+            channel.read_pause = -1
+    run(kind, scenario)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_read_pause_never_holds_back_a_request_waiting_for_a_flow_control_window(kind: str) -> None:
+    async def scenario(server: Server, channel: H2Channel) -> None:
+        echo = unary(channel, "Echo")
+        assert await echo(b"connect") == b"connect"
+        await _pause_reads(channel, unary(channel, "Echo"), 60)
+        done, report = _outcome()
+        body = b"x" * (4 << 20)  # far more than the server's initial windows: it needs WINDOW_UPDATEs read
+        echo.start(body, report)
+        for _ in range(1000):
+            if server.handlers.calls == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert server.handlers.calls == 3  # the whole request arrived within seconds, not after the pauses
+        channel.read_pause = 0
+        assert await asyncio.wait_for(done, 10) is None
+    run(kind, scenario)
+
+
+def test_a_read_pause_never_holds_back_a_request_queued_under_the_stream_limit() -> None:
+    async def script(raw: RawServer, stream_id: int) -> None:
+        raw.send(f.frame(f.HEADERS, f.END_HEADERS, stream_id,
+                         raw.headers([(":status", "200"), ("content-type", "application/grpc")])),
+                 f.frame(f.DATA, 0, stream_id, b"\x00\x00\x00\x00\x02ok"),
+                 f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream_id, raw.headers([("grpc-status", "0")])))
+
+    async def scenario(raw: RawServer, channel: H2Channel) -> None:
+        assert await unary(channel, "X")(b"connect") == b"ok"
+        await _pause_reads(channel, unary(channel, "X"), 60)
+        outcomes = []
+        for i in range(3):  # the server takes one stream at a time; ours end only once their ends are read
+            done, report = _outcome()
+            unary(channel, "X").start(str(i).encode(), report)
+            outcomes.append(done)
+
+        def opened() -> list[int]:
+            return [stream_id for kind, _, stream_id, _ in raw.received if kind == f.HEADERS]
+
+        for _ in range(1000):
+            if len(opened()) == 5:
+                break
+            await asyncio.sleep(0.01)
+        assert opened() == [1, 3, 5, 7, 9]  # all sent within seconds, not after the pauses
+        channel.read_pause = 0
+        assert await asyncio.wait_for(asyncio.gather(*outcomes), 10) == [None, None, None]
+    raw_run(script, scenario, settings={f.SETTINGS_MAX_CONCURRENT_STREAMS: 1})

@@ -40,6 +40,7 @@ class H2Channel(RequestEncoder, grpc.aio.Channel):
         self._connections: set[Connection] = set()
         self._connecting: asyncio.Task[Connection] | None = None
         self._closed = False
+        self._read_pause = 0.0
 
     # -- grpc.aio.Channel
 
@@ -116,6 +117,27 @@ class H2Channel(RequestEncoder, grpc.aio.Channel):
         finally:
             connection.uncork()
 
+    @property
+    def read_pause(self) -> float:
+        """Seconds the channel's connections leave their socket unread after each read (default 0).
+
+        For a channel whose calls only report back to done callbacks that are in no hurry, such as
+        the worker's completions: the responses of several calls are then read in one go, instead
+        of waking the loop for each. A connection still reads at once when a request waits for the
+        server. Set it to 0 to read as data arrives (what waiting for calls to end needs).
+        """
+        return self._read_pause
+
+    @read_pause.setter
+    def read_pause(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"read_pause must be 0 or more seconds, got {seconds}")
+        self._read_pause = seconds
+        for connection in self._connections:
+            connection.read_pause = seconds
+            if not seconds:
+                connection.read_now()
+
     # -- used by the calls
 
     def usable_connection(self) -> Connection | None:
@@ -166,6 +188,7 @@ class H2Channel(RequestEncoder, grpc.aio.Channel):
         if self._closed:
             connection.close("Channel closed!")
             raise grpc.aio.UsageError("Channel is closed.")
+        connection.read_pause = self._read_pause
         self._connections.add(connection)
         self.connection = connection
         return connection

@@ -78,6 +78,11 @@ class Connection(asyncio.BufferedProtocol):
         self._closed_reason: str | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._deadline_at = _NEVER
+        self.read_pause = 0.0
+        """Seconds to leave the socket unread after each read (0: read as data arrives), for a connection
+        whose responses nobody waits on (see `H2Channel.read_pause`). It reads at once whenever a
+        request waits for the server (for a flow-control window or under its stream limit)."""
+        self._resume_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.BufferedProtocol
 
@@ -93,6 +98,9 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self.usable = False
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer = None
@@ -158,6 +166,22 @@ class Connection(asyncio.BufferedProtocol):
             self._rstart = pos
         if self._deliveries:
             self._deliver()
+        if self.read_pause and self._resume_timer is None and not self._blocked and not self._queued:
+            transport = self._transport
+            if transport is not None:
+                transport.pause_reading()
+                self._resume_timer = self.loop.call_later(self.read_pause, self._resume_reading)
+
+    def read_now(self) -> None:
+        """End a pause of `read_pause`: read what the server has sent (and go on pausing after reads)."""
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        self._resume_timer = None
+        if self._transport is not None:
+            self._transport.resume_reading()
 
     def deliver_later(self, stream: ClientStream) -> None:
         """Call ``stream.on_messages`` once the bytes being parsed are done with (all its messages at once)."""
@@ -199,6 +223,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._arm_deadlines(deadline)
         if len(self.streams) >= self._peer_max_streams:
             self._queued.append((stream, block, body))
+            self.read_now()  # the streams that are over free their places only once their ends are read
             return
         if self._out or self._corked or self._transport is None:
             self._open(stream, block, body)  # joins the send already due this turn, or the corked batch
@@ -268,6 +293,7 @@ class Connection(asyncio.BufferedProtocol):
             if room <= 0:
                 stream.body_pos = pos
                 self._blocked[stream.id] = stream
+                self.read_now()  # for the server's WINDOW_UPDATE
                 return
             self._send_window -= room
             stream.send_window -= room
