@@ -37,6 +37,7 @@ from durabletask.internal.runtime.activity_threads import ActivityThreads
 from durabletask.internal.runtime.completions import Completions
 from durabletask.internal.runtime.in_flight import InFlight, WorkItem
 from durabletask.internal.runtime.options import ConcurrencyOptions, VersioningOptions, WorkItemFilters
+from durabletask.internal.runtime.past_events import WORK_ITEM_VIEW, past_events
 from durabletask.internal.runtime.work_items import (
     Abandon,
     call_activity,
@@ -49,6 +50,8 @@ from durabletask.internal.runtime.work_items import (
 from durabletask.serialization import DataConverter
 
 logger = logging.getLogger("durabletask.worker")
+
+_COMPLETION_READ_PAUSE = 0.05  # seconds: how long completion responses may wait to be read
 
 
 @dataclass
@@ -84,7 +87,9 @@ class WorkerRuntime:
                                    Awaitable[Any] | None]] = deque()  # from the activity threads
         self._collect_due = False
         self._stub: Any = None
+        self._work_items: Any = None
         self._channel: grpc.aio.Channel | None = None
+        self._completion_channel: H2Channel | None = None  # None: completions go on ``_channel``
         self._pool = ActivityThreads(settings.concurrency.maximum_thread_pool_workers, "durabletask-activity")
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._md: tuple[tuple[str, str], ...] = (*settings.metadata, ("workerid", self.worker_id))
@@ -158,19 +163,37 @@ class WorkerRuntime:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
         finally:
+            if isinstance(self._completion_channel, H2Channel):
+                self._completion_channel.read_pause = 0  # stopping waits for the last completions
             await self._completions.drain(self._drain_timeout)
-            if self._channel is not None:
-                await self._channel.close()
-                self._channel = None
+            for channel in (self._channel, self._completion_channel):
+                if channel is not None:
+                    await channel.close()
+            self._channel = self._completion_channel = None
 
     async def _new_channel(self) -> None:
-        if self._channel is not None:
-            old = self._channel
-            asyncio.get_running_loop().call_later(30, lambda: asyncio.ensure_future(old.close()))
+        for old in (self._channel, self._completion_channel):
+            if old is not None:  # closed later: calls on it may still be finishing
+                asyncio.get_running_loop().call_later(30, _close_later, old)
         s = self._settings
         # Metadata goes on each call: an asyncio interceptor only for that costs ~10% of the worker's CPU.
         self._channel = async_channel(s.host_address, s.secure_channel, list(s.interceptors), s.channel_options)
-        self._stub = self._completions.stub = sidecar_stub(self._channel)
+        self._stub = sidecar_stub(self._channel)
+        self._completion_channel = None
+        if isinstance(self._channel, H2Channel):
+            # Completions get a connection of their own, read in batches (`H2Channel.read_pause`): on
+            # the stream's connection the response to each completion would wake the loop once more
+            # per work item, when a backend sends items one at a time.
+            completion_channel = async_channel(s.host_address, s.secure_channel, list(s.interceptors),
+                                               s.channel_options)
+            if isinstance(completion_channel, H2Channel):
+                completion_channel.read_pause = _COMPLETION_READ_PAUSE
+                self._completion_channel = completion_channel
+        self._completions.stub = sidecar_stub(self._completion_channel or self._channel)
+        # The stream's items are read through the view that leaves past events encoded (`past_events`).
+        self._work_items = self._channel.unary_stream(
+            "/TaskHubSidecarService/GetWorkItems", request_serializer=pb.GetWorkItemsRequest.SerializeToString,
+            response_deserializer=WORK_ITEM_VIEW.FromString)
 
     def _request(self) -> pb.GetWorkItemsRequest:
         s = self._settings
@@ -191,7 +214,7 @@ class WorkerRuntime:
         except grpc.aio.AioRpcError as error:
             logger.warning("cannot reach the backend at %s: %s", self._settings.host_address, error.details())
             return "unreachable"
-        call = self._stub.GetWorkItems(self._request(), metadata=self._md)
+        call = self._work_items(self._request(), metadata=self._md)
         loop = asyncio.get_running_loop()
         self._last_message = loop.time()
         self._cancel_reason = None
@@ -280,7 +303,7 @@ class WorkerRuntime:
             self._spawn(self._streamed_orchestration, request, item)
             return
         try:
-            response = self._episode(request, request.pastEvents, item)
+            response = self._episode(request, past_events(request), item)
         except Exception:
             logger.exception("unexpected error while processing a work item")
             self._in_flight.done(item)
@@ -339,10 +362,11 @@ class WorkerRuntime:
     def _collect_results(self) -> None:
         self._collect_due = False  # first: a result appended from now on wakes the loop again
         results = self._results
-        if isinstance(self._channel, H2Channel):
+        channel = self._completion_channel
+        if channel is not None:
             # In one send, and now: this callback often runs before the loop's own self-pipe reader,
             # which would otherwise hold the send back to the next turn of the loop.
-            with self._channel.batch():
+            with channel.batch():
                 self._send_results(results)
         else:
             self._send_results(results)
@@ -378,3 +402,12 @@ class WorkerRuntime:
                 await self._completions.give_back(None, item)
                 return
         self._completions.send(item, "CompleteEntityTask", result)
+
+
+_closing: set[asyncio.Future[None]] = set()  # channels being closed (a task without a reference may vanish)
+
+
+def _close_later(channel: grpc.aio.Channel) -> None:
+    closing = asyncio.ensure_future(channel.close())
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)

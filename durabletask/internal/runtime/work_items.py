@@ -38,7 +38,8 @@ class Abandon(Exception):
 
 def _started_version(past: Sequence[pb.HistoryEvent], new: Sequence[pb.HistoryEvent]) -> str | None:
     for events in (past, new):
-        for event in events:
+        for index in range(len(events)):  # by index: the start is near the front, parse no further
+            event = events[index]
             if event.HasField("executionStarted"):
                 started = event.executionStarted
                 return started.version.value if started.HasField("version") else None
