@@ -163,7 +163,7 @@ class WorkerRuntime:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
         finally:
-            if isinstance(self._completion_channel, H2Channel):
+            if self._completion_channel is not None:
                 self._completion_channel.read_pause = 0  # stopping waits for the last completions
             await self._completions.drain(self._drain_timeout)
             for channel in (self._channel, self._completion_channel):
