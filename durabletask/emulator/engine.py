@@ -21,10 +21,11 @@ from durabletask.emulator import commands, entities, entity_queries, episode, qu
 from durabletask.emulator.dispatch import Dispatcher, WorkerStream
 from durabletask.emulator.entity_state import load_entities
 from durabletask.emulator.errors import EmulatorError, InvalidArgument, NotFound, Unavailable
-from durabletask.emulator.state import Activity, HubState, Instance, Waiter
-from durabletask.emulator.store.base import PENDING, Message, Store, history_in_memory
+from durabletask.emulator.state import Activity, HubState, Instance
+from durabletask.emulator.store.base import Message, Store, history_in_memory
 from durabletask.emulator.store.runner import Durable, StoreRunner
 from durabletask.emulator.tx import Tx
+from durabletask.emulator.waits import InstanceWait
 from durabletask.internal import orchestrator_service_pb2 as pb
 
 logger = logging.getLogger("durabletask.emulator.engine")
@@ -278,18 +279,20 @@ class Engine:
                 continue
             instance = hub.instances.get(instance_id)
             record = instance.record if instance is not None else None
-            remaining = []
-            for waiter in waiters:
-                if waiter.future.done():
-                    continue
-                if record is None or waiter.predicate(record):
-                    waiter.future.set_result(record)
-                else:
-                    remaining.append(waiter)
+            reached = [waiter for waiter in waiters if waiter.predicate(record)]
+            if not reached:
+                continue
+            remaining = [waiter for waiter in waiters if waiter not in reached]
             if remaining:
                 hub.waiters[instance_id] = remaining
             else:
                 del hub.waiters[instance_id]
+            for waiter in reached:
+                waiter.settle(record)
+
+    def wait_now(self, hub: HubState, instance_id: str, *, started: bool, timeout: float | None) -> InstanceWait:
+        """A wait, without a task, until the instance has started (or finished); see `InstanceWait`."""
+        return InstanceWait(self.runner, hub, instance_id, until_started=started, timeout=timeout)
 
     async def wait_for(self, hub: HubState, instance_id: str, *, started: bool,
                        timeout: float | None) -> pb.OrchestrationState | None:
@@ -297,29 +300,7 @@ class Engine:
 
         Raises ``TimeoutError`` when ``timeout`` (seconds) passes first.
         """
-        await self.runner.flush()
-
-        def reached(record: Any) -> bool:
-            return bool(record.status != PENDING) if started else bool(record.is_terminal)
-
-        instance = hub.instances.get(instance_id)
-        if instance is None:
-            return None
-        if reached(instance.record):
-            return queries.orchestration_state(instance.record, include_payloads=True)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        waiter = Waiter(predicate=reached, future=future)
-        hub.waiters.setdefault(instance_id, []).append(waiter)
-        try:
-            record = await asyncio.wait_for(future, timeout)
-        finally:
-            if not future.done():
-                future.cancel()
-            waiters = hub.waiters.get(instance_id)
-            if waiters is not None and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del hub.waiters[instance_id]
+        record = await self.wait_now(hub, instance_id, started=started, timeout=timeout)
         return None if record is None else queries.orchestration_state(record, include_payloads=True)
 
     # -- client requests

@@ -16,12 +16,15 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
+from durabletask.emulator import queries
 from durabletask.emulator.engine import Engine
 from durabletask.emulator.errors import EmulatorError
 from durabletask.emulator.h2.call import Call
-from durabletask.emulator.h2.server import Route
+from durabletask.emulator.h2.server import Outcome, Route
 from durabletask.emulator.state import HubState
+from durabletask.emulator.store.base import InstanceRecord
 from durabletask.emulator.store.runner import Durable
+from durabletask.emulator.waits import InstanceWait
 from durabletask.emulator.wire import history_chunk
 from durabletask.internal import orchestrator_service_pb2 as pb
 
@@ -91,20 +94,28 @@ class Service:
 
     async def _wait(self, request: pb.GetInstanceRequest, context: Any, *, started: bool) -> pb.GetInstanceResponse:
         async def call(hub: HubState) -> pb.GetInstanceResponse:
-            remaining = context.time_remaining()
-            if remaining is not None:  # answer just before the caller gives up
-                remaining = max(0.0, remaining - 0.05)
             try:
-                state = await self.engine.wait_for(hub, request.instanceId, started=started, timeout=remaining)
+                record = await self.engine.wait_now(hub, request.instanceId, started=started,
+                                                    timeout=_wait_time(context))
             except TimeoutError:
-                what = "start" if started else "complete"
-                await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
-                             f"instance '{request.instanceId}' did not {what} before the deadline")
-            if state is not None and not request.getInputsAndOutputs:
-                state.ClearField("input")
-                state.ClearField("output")
-            return pb.GetInstanceResponse(exists=state is not None, orchestrationState=state)
+                await _abort(context, *_timed_out(request, started))
+            return _wait_answer(request, record)
         return await self._unary(context, call)  # type: ignore[no-any-return]
+
+    def _wait_now(self, request: pb.GetInstanceRequest, context: Call, *,
+                  started: bool) -> tuple[InstanceWait, Callable[[], pb.GetInstanceResponse]]:
+        """`_wait` without a task (the own HTTP/2 server's ``Route.immediate``): answered from the commit
+        that gets the instance there, in the same pass of the loop."""
+        def status(error: BaseException) -> tuple[grpc.StatusCode, str]:
+            return _timed_out(request, started) if isinstance(error, TimeoutError) else _status_of(error)
+
+        context.error_status = status
+        try:
+            wait = self.engine.wait_now(self.engine.hub(_hub_header(context)), request.instanceId, started=started,
+                                        timeout=_wait_time(context))
+        except Exception as error:
+            context.fail(*_status_of(error))
+        return wait, lambda: _wait_answer(request, wait.record)
 
     async def WaitForInstanceStart(self, request: pb.GetInstanceRequest, context: Any) -> pb.GetInstanceResponse:
         return await self._wait(request, context, started=True)
@@ -266,10 +277,12 @@ class Service:
     def routes(self) -> list[Route]:
         """Every method of the service, for the emulator's own HTTP/2 server."""
         routes = []
-        immediate: dict[str, Callable[[Any, Any], tuple[Durable | None, Any]]] = {
+        immediate: dict[str, Callable[[Any, Any], tuple[Outcome | None, Any]]] = {
             "StartInstance": self._start_instance_now,
             "CompleteOrchestratorTask": self._complete_orchestration_now,
             "CompleteActivityTask": self._complete_activity_now,
+            "WaitForInstanceStart": lambda request, context: self._wait_now(request, context, started=True),
+            "WaitForInstanceCompletion": lambda request, context: self._wait_now(request, context, started=False),
         }
         for method in pb.DESCRIPTOR.services_by_name[SERVICE_NAME].methods:
             request_type = _message_class(method.input_type.full_name)
@@ -287,6 +300,24 @@ class Service:
             handlers[route.path.rsplit("/", 1)[1]] = make(
                 route.behaviour, request_deserializer=route.deserialize, response_serializer=route.serialize)
         return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+def _wait_time(context: Any) -> float | None:
+    """How long a wait may last: until just before the caller's deadline, so that it gets a clear answer."""
+    remaining = context.time_remaining()
+    return None if remaining is None else max(0.0, remaining - 0.05)
+
+
+def _timed_out(request: pb.GetInstanceRequest, started: bool) -> tuple[grpc.StatusCode, str]:
+    what = "start" if started else "complete"
+    return grpc.StatusCode.DEADLINE_EXCEEDED, f"instance '{request.instanceId}' did not {what} before the deadline"
+
+
+def _wait_answer(request: pb.GetInstanceRequest, record: InstanceRecord | None) -> pb.GetInstanceResponse:
+    if record is None:
+        return pb.GetInstanceResponse(exists=False)
+    state = queries.orchestration_state(record, include_payloads=request.getInputsAndOutputs)
+    return pb.GetInstanceResponse(exists=True, orchestrationState=state)
 
 
 def _status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -197,8 +197,11 @@ class Activity:
 
 @dataclass(eq=False, slots=True)
 class Waiter:
+    """Someone waiting for an instance's record to pass ``predicate``; ``settle`` is called once, with the
+    record (None: the instance is gone), and the waiter is dropped."""
+
     predicate: Callable[[InstanceRecord | None], bool]
-    future: asyncio.Future[InstanceRecord | None]
+    settle: Callable[[InstanceRecord | None], object]
 
 
 class HubState:

@@ -8,6 +8,11 @@ sends) after its request arrived. Registered here, they run in one callback, in 
 were registered, including work registered while the pass runs: the commit's answers are
 written during the pass and their connection is flushed in the same pass, with the work items
 the pump wrote before it, in one send.
+
+Socket sends (`add_send`) run after all other work of the pass, and those marked ``first`` before
+the others: a connection that pushed a work item is flushed before one that only carries answers.
+On a busy machine the send that wakes a client can let that client run before the emulator's
+next send; the worker waiting for its work item is the one that should not wait for that.
 """
 
 from __future__ import annotations
@@ -23,37 +28,54 @@ logger = logging.getLogger("durabletask.emulator")
 class TurnEnd:
     """The deferred work of one event loop."""
 
-    __slots__ = ("_loop", "_queue")
+    __slots__ = ("_due", "_first", "_loop", "_queue", "_sends")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)  # the registry below is keyed by the loop: no strong reference back
         self._queue: list[Callable[[], object]] = []
+        self._first: list[Callable[[], object]] = []
+        self._sends: list[Callable[[], object]] = []
+        self._due = False
 
-    def add(self, work: Callable[[], object]) -> None:
-        """Run ``work`` once the callbacks already due this turn have run."""
-        if not self._queue:
+    def _schedule(self) -> None:
+        if not self._due:
             loop = self._loop()
             if loop is None:  # pragma: no cover - a loop that is gone runs nothing
                 return
+            self._due = True
             loop.call_soon(self._run)
+
+    def add(self, work: Callable[[], object]) -> None:
+        """Run ``work`` once the callbacks already due this turn have run."""
+        self._schedule()
         self._queue.append(work)
 
+    def add_send(self, send: Callable[[], object], *, first: bool = False) -> None:
+        """Run ``send`` after the pass's other work; ``first``: before the sends that are not."""
+        self._schedule()
+        (self._first if first else self._sends).append(send)
+
     def _run(self) -> None:
-        queue = self._queue
-        i = 0
         try:
-            while i < len(queue):  # work added by work runs in this pass too
-                work = queue[i]
-                i += 1
-                try:
-                    work()
-                except Exception:
-                    logger.exception("deferred work %r failed", work)
+            while self._queue or self._first or self._sends:  # work added by work runs in this pass too
+                if self._queue:
+                    batch, self._queue = self._queue, []
+                elif self._first:
+                    batch, self._first = self._first, []
+                else:
+                    batch, self._sends = self._sends, []
+                for i, work in enumerate(batch):
+                    try:
+                        work()
+                    except Exception:
+                        logger.exception("deferred work %r failed", work)
+                    except BaseException:  # pragma: no cover - KeyboardInterrupt mid-pass: the rest runs later
+                        self._queue[:0] = batch[i + 1:]
+                        raise
         finally:
-            self._queue = []
-            if i < len(queue):  # pragma: no cover - only after a BaseException (KeyboardInterrupt) mid-pass
-                for work in queue[i:]:
-                    self.add(work)
+            self._due = False
+            if self._queue or self._first or self._sends:  # pragma: no cover - only after a BaseException
+                self._schedule()
 
 
 _turn_ends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnEnd] = weakref.WeakKeyDictionary()

@@ -23,6 +23,7 @@ import pytest
 
 from durabletask.emulator.h2.call import shape_of
 from durabletask.emulator.h2.server import GrpcServer, Route
+from durabletask.emulator.turn import turn_end
 from durabletask.internal.h2 import frames as f
 from durabletask.internal.h2 import huffman
 from durabletask.internal.h2.hpack import Decoder, HpackError, literal
@@ -138,13 +139,27 @@ class _Echo:
                 yield message
 
 
+    async def listen(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        """A stream that only carries what `notify` pushes on it (as the work-item stream does)."""
+        self.listener = context
+        await asyncio.sleep(30)
+        yield b""
+
+    def notify(self, request: bytes, context: Any) -> tuple[None, bytes]:
+        """An immediate call whose answer is written now and whose push to the listener at the end of the
+        turn (what a start or a completion does: answered by its commit, the work item pumped after it)."""
+        turn_end(asyncio.get_running_loop()).add(lambda: self.listener.send_now(b"pushed:" + request))
+        return None, b"answered:" + request
+
+
 def _routes(echo: _Echo) -> list[Route]:
-    def route(name: str, behaviour: Any, streaming: bool = False) -> Route:
+    def route(name: str, behaviour: Any, streaming: bool = False, immediate: Any = None) -> Route:
         return Route(path=f"/test.Echo/{name}", behaviour=behaviour, deserialize=bytes, serialize=bytes,
-                     streaming=streaming, request_name="bytes")
+                     streaming=streaming, request_name="bytes", immediate=immediate)
     return [route("Echo", echo.echo), route("Fail", echo.fail), route("Slow", echo.slow),
             route("Crash", echo.crash), route("WrongType", echo.wrong_type), route("Many", echo.many, streaming=True),
-            route("Pushed", echo.pushed, streaming=True)]
+            route("Pushed", echo.pushed, streaming=True), route("Listen", echo.listen, streaming=True),
+            route("Notify", echo.echo, immediate=echo.notify)]
 
 
 @contextmanager
@@ -152,6 +167,7 @@ def _serve(max_message_bytes: int = 4 << 20) -> Iterator[tuple[int, _Echo]]:
     echo = _Echo()
     loop = asyncio.new_event_loop()
     server = GrpcServer(_routes(echo), max_message_bytes=max_message_bytes)
+    echo.server = server
     port = loop.run_until_complete(server.start("127.0.0.1", 0))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -391,6 +407,56 @@ def test_messages_sent_now_keep_their_order_and_wait_for_the_window_like_yielded
         assert data == b"".join(b"\x00" + (2000).to_bytes(4, "big") + bytes([i]) * 2000 for i in range(3))
         assert _status(client, frames)["grpc-status"] == "0"
         client.close()
+
+
+class _RecordedTransport:
+    """Passes writes on to a server connection's transport and notes which connection wrote what, in order."""
+
+    def __init__(self, transport: Any, name: str, log: list[tuple[str, bytes]]) -> None:
+        self._transport, self._name, self._log = transport, name, log
+
+    def write(self, data: bytes) -> None:
+        self._log.append((self._name, bytes(data)))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def _wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_message_pushed_on_a_stream_leaves_before_answers_written_earlier_in_the_turn() -> None:
+    with _serve() as (port, echo):
+        writes: list[tuple[str, bytes]] = []
+        listener = _RawClient(port)
+        listener.headers(1, "/test.Echo/Listen")
+        listener.message(1, b"")
+        _wait_for(lambda: getattr(echo, "listener", None) is not None)
+        (listening,) = echo.server.connections
+        listening._transport = _RecordedTransport(listening._transport, "listener", writes)
+        caller = _RawClient(port)
+        caller.headers(1, "/test.Echo/Notify")
+        caller.message(1, b"")  # handshake first, so that the call is the caller's only write in its turn
+        caller.frames_until(1, f.HEADERS, f.END_STREAM)
+        (calling,) = echo.server.connections - {listening}
+        calling._transport = _RecordedTransport(calling._transport, "caller", writes)
+        listener.frames_until(1, f.DATA, 0)
+        writes.clear()
+        caller.headers(3, "/test.Echo/Notify")
+        caller.message(3, b"42")
+        pushed = listener.frames_until(1, f.DATA, 0)
+        answer = caller.frames_until(3, f.HEADERS, f.END_STREAM)
+        assert pushed[-1][3].endswith(b"pushed:42")
+        assert any(p.endswith(b"answered:42") for kind, _, sid, p in answer if kind == f.DATA)
+        who = [name for name, data in writes if b"42" in data]
+        assert who == ["listener", "caller"]  # the push went out first although the answer was written first
+        listener.close()
+        caller.close()
 
 
 def test_a_broken_header_block_closes_the_connection_with_compression_error() -> None:

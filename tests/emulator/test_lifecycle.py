@@ -68,6 +68,48 @@ def test_wait_for_start_and_completion_are_woken_by_the_change() -> None:
         assert not missing.exists
 
 
+@pytest.mark.parametrize("transport", ["h2", "grpcio"])
+def test_waits_answer_at_once_when_there_and_time_out_with_a_clear_message(transport: str) -> None:
+    with harness(transport=transport) as h:
+        items = h.stream()
+        iid = h.start(input='"in"')
+        with pytest.raises(grpc.RpcError) as error:
+            h.stub.WaitForInstanceCompletion(pb.GetInstanceRequest(instanceId=iid), timeout=0.4)
+        assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert error.value.details() == f"instance '{iid}' did not complete before the deadline"
+        item = items.next()
+        h.complete(item, finish(1, '"out"'))
+        began = time.monotonic()
+        bare = h.stub.WaitForInstanceCompletion(pb.GetInstanceRequest(instanceId=iid), timeout=5)
+        full = h.stub.WaitForInstanceStart(pb.GetInstanceRequest(instanceId=iid, getInputsAndOutputs=True), timeout=5)
+        assert time.monotonic() - began < 1.0  # already there: answered at once, not at the deadline
+        assert bare.exists and bare.orchestrationState.orchestrationStatus == COMPLETED
+        assert not bare.orchestrationState.HasField("input") and not bare.orchestrationState.HasField("output")
+        assert full.orchestrationState.input.value == '"in"' and full.orchestrationState.output.value == '"out"'
+
+
+@pytest.mark.parametrize("transport", ["h2", "grpcio"])
+def test_a_wait_the_caller_gives_up_on_leaves_nothing_behind(transport: str) -> None:
+    with harness(transport=transport) as h:
+        items = h.stream()
+        iid = h.start()
+        hub = h.emulator.engine.hub(None)
+        calls = [h.stub.WaitForInstanceCompletion.future(pb.GetInstanceRequest(instanceId=iid), timeout=30)
+                 for _ in range(3)]
+        deadline = time.monotonic() + 5
+        while len(hub.waiters.get(iid, [])) < 3:
+            assert time.monotonic() < deadline, "the waits were not registered"
+            time.sleep(0.01)
+        calls[0].cancel()
+        calls[1].cancel()
+        while len(hub.waiters.get(iid, [])) != 1:
+            assert time.monotonic() < deadline, "a cancelled wait stayed registered"
+            time.sleep(0.01)
+        h.complete(items.next(), finish(1))
+        assert calls[2].result(5).orchestrationState.orchestrationStatus == COMPLETED
+        assert iid not in hub.waiters
+
+
 def _failed_with_child(h: Harness) -> tuple[str, str]:
     """A parent whose sub-orchestration failed after one good activity; both FAILED."""
     items = h.stream()

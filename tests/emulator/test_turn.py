@@ -45,6 +45,28 @@ async def test_work_added_during_the_pass_runs_in_the_same_pass_in_order() -> No
 
 
 @on_a_loop
+async def test_sends_run_after_the_other_work_and_pushes_go_first() -> None:
+    ends = turn_end(asyncio.get_running_loop())
+    ran: list[str] = []
+
+    def commit() -> None:
+        ran.append("commit")
+        ends.add_send(lambda: ran.append("answer to the client"))  # written by the commit's callback
+        ends.add(pump)
+
+    def pump() -> None:
+        ran.append("pump")
+        ends.add_send(lambda: ran.append("work item to the worker"), first=True)
+
+    ends.add(commit)
+    await asyncio.sleep(0)
+    assert ran == ["commit", "pump", "work item to the worker", "answer to the client"]
+    ends.add_send(lambda: ran.append("next turn"))  # a new pass is scheduled once the last one is over
+    await asyncio.sleep(0)
+    assert ran[-1] == "next turn"
+
+
+@on_a_loop
 async def test_a_failing_piece_of_work_is_logged_and_the_rest_still_runs(caplog: pytest.LogCaptureFixture) -> None:
     ends = turn_end(asyncio.get_running_loop())
     ran: list[int] = []

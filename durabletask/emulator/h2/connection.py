@@ -19,7 +19,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -70,6 +70,7 @@ class Stream:
         "ended",
         "headers_sent",
         "id",
+        "on_end",
         "outbox",
         "remote_closed",
         "send_window",
@@ -93,6 +94,7 @@ class Stream:
         self.headers_sent = False
         self.drained: asyncio.Future[None] | None = None
         self.deadline_timer: asyncio.TimerHandle | None = None
+        self.on_end: Callable[[], object] | None = None  # an immediate call's outcome.cancel, if it has one
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -122,6 +124,7 @@ class Connection(asyncio.BufferedProtocol):
         self._resumed: asyncio.Future[None] | None = None
         self._going_away = False
         self._out: list[bytes] = []  # written at the end of the loop's turn (one send for many frames)
+        self._push_due = False  # _out holds a message of a streaming call: sent before answers (see turn.py)
         self.idle: asyncio.Event = asyncio.Event()
         self.idle.set()
 
@@ -433,8 +436,10 @@ class Connection(asyncio.BufferedProtocol):
             return
         if durable is None:
             self._respond(stream, route, call, response)
-        else:
-            durable.add_done_callback(lambda done: self._answer(stream, route, call, done, response))
+            return
+        # An outcome that can be cancelled (a wait) is, once the call ends: answered, reset or timed out.
+        stream.on_end = getattr(durable, "cancel", None)
+        durable.add_done_callback(lambda done: self._answer(stream, route, call, done, response))
 
     def _answer(self, stream: Stream, route: Route, call: Call, done: Outcome, response: Any) -> None:
         if stream.ended:
@@ -452,7 +457,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _respond(self, stream: Stream, route: Route, call: Call, response: Any) -> None:
         try:
-            data = route.serialize(response)
+            data = route.serialize(response() if callable(response) else response)
         except Exception as error:
             self._end_with_error(stream, route, call, error)
             return
@@ -513,16 +518,22 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- frames out
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, *, push: bool = False) -> None:
         """Queue bytes for the socket; everything queued in one turn of the loop goes out in one send, at the
-        end of the turn (after the store's commit and the work-item pump: :mod:`durabletask.emulator.turn`)."""
+        end of the turn (after the store's commit and the work-item pump: :mod:`durabletask.emulator.turn`).
+        ``push``: the bytes carry a message of a streaming call (a work item), so the connection is flushed
+        before those that only carry answers."""
         if self._transport is None:
             return
         if not self._out:
-            self._turn_end.add(self._send_out)
+            self._turn_end.add_send(self._send_out)
+        if push and not self._push_due:
+            self._push_due = True
+            self._turn_end.add_send(self._send_out, first=True)
         self._out.append(data)
 
     def _send_out(self) -> None:
+        self._push_due = False
         out, self._out = self._out, []
         transport = self._transport
         if transport is not None and out:
@@ -554,6 +565,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def _flush(self, stream: Stream) -> None:
         outbox = stream.outbox
+        route = stream.shape.route
+        push = route is not None and route.streaming
         while outbox:
             room = min(self._send_window, stream.send_window, self._peer_max_frame, len(outbox))
             if room <= 0:
@@ -563,7 +576,7 @@ class Connection(asyncio.BufferedProtocol):
             del outbox[:room]
             self._send_window -= room
             stream.send_window -= room
-            self._write(f.head(f.DATA, 0, stream.id, room) + chunk)
+            self._write(f.head(f.DATA, 0, stream.id, room) + chunk, push=push)
         self._blocked.pop(stream.id, None)
         if stream.trailers is not None:
             trailers, stream.trailers = stream.trailers, None
@@ -620,6 +633,10 @@ class Connection(asyncio.BufferedProtocol):
             drained.set_result(None)
         if cancel and stream.task is not None and not stream.task.done():
             stream.task.cancel()
+        on_end = stream.on_end
+        if on_end is not None:
+            stream.on_end = None
+            on_end()
         if not self.streams:
             self.idle.set()
 

@@ -53,7 +53,9 @@ class Route:
     """Optional synchronous form of a unary ``behaviour``, so that the call needs no task of its own:
     ``(request, context)`` returns ``(outcome, response)``, where ``response`` is sent once ``outcome``
     (None: nothing to wait for) is done without an error; or it raises (``grpc.aio.AbortError`` after
-    ``context.fail`` for a status of its choosing)."""
+    ``context.fail`` for a status of its choosing). ``response`` may be a function of no arguments that
+    gives the message when it is sent. An outcome with a ``cancel()`` method is cancelled when the call
+    ends before it is done (the caller reset it or left, or its deadline passed)."""
 
 
 class GrpcServer:

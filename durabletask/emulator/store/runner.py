@@ -195,6 +195,16 @@ class StoreRunner:
             with contextlib.suppress(Exception):  # its submitter gets the error
                 await last
 
+    def when_flushed(self, callback: Callable[[], object]) -> None:
+        """`flush` without a task: call ``callback`` once everything submitted so far is durable (or failed);
+        at once if it already is."""
+        self._commit_inline()
+        last = self._last
+        if last is None or last.done():
+            callback()
+        else:
+            last.add_done_callback(lambda _: callback())
+
     @property
     def pending(self) -> bool:
         return self._last is not None and not self._last.done()
