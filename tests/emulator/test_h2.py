@@ -459,6 +459,29 @@ def test_a_message_pushed_on_a_stream_leaves_before_answers_written_earlier_in_t
         caller.close()
 
 
+def test_the_server_ends_each_call_at_its_own_deadline_whatever_the_order_they_came_in() -> None:
+    with _serve() as (port, echo):
+        client = _RawClient(port)  # unlike grpcio, it never gives up on a call itself: the server must
+        began = time.monotonic()
+        for stream_id, timeout in ((1, "2000m"), (3, "300m"), (5, "700m"), (7, "300m")):
+            client.headers(stream_id, "/test.Echo/Slow", extra=[("grpc-timeout", timeout)])
+            client.message(stream_id, b"x")
+        ended: list[tuple[int, float, str]] = []
+        while len(ended) < 4:
+            kind, flags, stream_id, payload = client.read_frame()
+            if kind == f.HEADERS and flags & f.END_STREAM:
+                fields = {n.decode() if isinstance(n, bytes) else n: v.decode() if isinstance(v, bytes) else v
+                          for n, v in client.decoder.decode(payload)}
+                ended.append((stream_id, time.monotonic() - began, fields["grpc-status"]))
+            elif kind == f.HEADERS:
+                client.decoder.decode(payload)
+        assert [e[0] for e in ended][:2] in ([3, 7], [7, 3]) and [e[0] for e in ended][2:] == [5, 1]
+        assert all(status == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0]) for _, _, status in ended)
+        at = {stream_id: seconds for stream_id, seconds, _ in ended}
+        assert 0.25 <= at[3] < 0.6 and 0.65 <= at[5] < 1.1 and 1.9 <= at[1] < 2.6
+        client.close()
+
+
 def test_a_broken_header_block_closes_the_connection_with_compression_error() -> None:
     with _serve() as (port, _):
         client = _RawClient(port)

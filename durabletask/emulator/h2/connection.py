@@ -48,6 +48,8 @@ _SHAPE_BLOCK_BYTES = 512  # header blocks longer than this (rarely repeated) are
 _SHAPE_LIMIT = 64
 _MAX_HEADER_BLOCK = 1 << 20
 _READ_SIZE = 1 << 16
+_NEVER = float("inf")
+_DEADLINE_SLACK = 1e-3  # a timer may fire up to the clock's resolution early
 _SERVER_PREFACE = f.settings({
     f.SETTINGS_ENABLE_PUSH: 0,
     f.SETTINGS_INITIAL_WINDOW_SIZE: f.MAX_WINDOW,
@@ -65,7 +67,7 @@ class Stream:
         "body",
         "body_size",
         "connection",
-        "deadline_timer",
+        "deadline",
         "drained",
         "ended",
         "headers_sent",
@@ -93,7 +95,7 @@ class Stream:
         self.remote_closed = False
         self.headers_sent = False
         self.drained: asyncio.Future[None] | None = None
-        self.deadline_timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # loop time after which the call ends with DEADLINE_EXCEEDED
         self.on_end: Callable[[], object] | None = None  # an immediate call's outcome.cancel, if it has one
 
 
@@ -125,6 +127,8 @@ class Connection(asyncio.BufferedProtocol):
         self._going_away = False
         self._out: list[bytes] = []  # written at the end of the loop's turn (one send for many frames)
         self._push_due = False  # _out holds a message of a streaming call: sent before answers (see turn.py)
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_at = _NEVER
         self.idle: asyncio.Event = asyncio.Event()
         self.idle.set()
 
@@ -142,6 +146,9 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self._transport = None
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         for stream in list(self.streams.values()):
             self._end_stream(stream, cancel=True)
         self.streams.clear()
@@ -407,8 +414,9 @@ class Connection(asyncio.BufferedProtocol):
         metadata = shape.metadata
         seconds = shape.timeout
         if seconds is not None:
-            deadline = time.monotonic() + seconds
-            stream.deadline_timer = self.loop.call_later(seconds, self._deadline_passed, stream)
+            deadline = stream.deadline = time.monotonic() + seconds  # the loop's clock (time.monotonic)
+            if deadline < self._deadline_at:
+                self._arm_deadlines(deadline)
         call = Call(stream, metadata, deadline)
         refused = self.server.authenticate(metadata) if self.server.authenticate is not None else None
         if refused is not None:
@@ -507,8 +515,32 @@ class Connection(asyncio.BufferedProtocol):
             logger.error("%s failed", route.path, exc_info=error)
             self._finish(stream, grpc.StatusCode.UNKNOWN, f"unexpected {type(error).__name__}: {error}")
 
+    def _arm_deadlines(self, when: float) -> None:
+        """One timer for the connection, at the earliest deadline of its calls: most calls end long before
+        their deadline, so a deadline costs a comparison rather than a timer of its own."""
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_at = when
+        self._deadline_timer = self.loop.call_at(when, self._deadlines_due)
+
+    def _deadlines_due(self) -> None:
+        self._deadline_timer = None
+        self._deadline_at = _NEVER
+        now = self.loop.time() + _DEADLINE_SLACK
+        earliest = _NEVER
+        for stream in list(self.streams.values()):
+            deadline = stream.deadline
+            if deadline is None:
+                continue
+            if deadline <= now:
+                self._deadline_passed(stream)
+            elif deadline < earliest:
+                earliest = deadline
+        if earliest < _NEVER and self._transport is not None:
+            self._arm_deadlines(earliest)
+
     def _deadline_passed(self, stream: Stream) -> None:
-        stream.deadline_timer = None
+        stream.deadline = None
         if stream.ended:
             return
         task = stream.task
@@ -623,9 +655,6 @@ class Connection(asyncio.BufferedProtocol):
             return
         stream.ended = True
         stream.remote_closed = True
-        if stream.deadline_timer is not None:
-            stream.deadline_timer.cancel()
-            stream.deadline_timer = None
         self.streams.pop(stream.id, None)
         self._blocked.pop(stream.id, None)
         drained = stream.drained
