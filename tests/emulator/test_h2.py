@@ -460,7 +460,7 @@ def test_a_message_pushed_on_a_stream_leaves_before_answers_written_earlier_in_t
 
 
 def test_the_server_ends_each_call_at_its_own_deadline_whatever_the_order_they_came_in() -> None:
-    with _serve() as (port, echo):
+    with _serve() as (port, _echo):
         client = _RawClient(port)  # unlike grpcio, it never gives up on a call itself: the server must
         began = time.monotonic()
         for stream_id, timeout in ((1, "2000m"), (3, "300m"), (5, "700m"), (7, "300m")):
