@@ -29,6 +29,7 @@ from durabletask.emulator.h2.call import Call, Shape, shape_of, status_fields
 from durabletask.emulator.turn import turn_end
 from durabletask.internal.h2 import frames as f
 from durabletask.internal.h2 import hpack
+from durabletask.internal.h2.deadlines import NEVER, Deadlines, end_due
 
 if TYPE_CHECKING:
     from durabletask.emulator.h2.server import GrpcServer, Outcome, Route
@@ -48,8 +49,6 @@ _SHAPE_BLOCK_BYTES = 512  # header blocks longer than this (rarely repeated) are
 _SHAPE_LIMIT = 64
 _MAX_HEADER_BLOCK = 1 << 20
 _READ_SIZE = 1 << 16
-_NEVER = float("inf")
-_DEADLINE_SLACK = 1e-3  # a timer may fire up to the clock's resolution early
 _SERVER_PREFACE = f.settings({
     f.SETTINGS_ENABLE_PUSH: 0,
     f.SETTINGS_INITIAL_WINDOW_SIZE: f.MAX_WINDOW,
@@ -127,8 +126,7 @@ class Connection(asyncio.BufferedProtocol):
         self._going_away = False
         self._out: list[bytes] = []  # written at the end of the loop's turn (one send for many frames)
         self._push_due = False  # _out holds a message of a streaming call: sent before answers (see turn.py)
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._deadline_at = _NEVER
+        self._deadlines = Deadlines(self.loop, self._deadlines_due)  # one timer for all calls' deadlines
         self.idle: asyncio.Event = asyncio.Event()
         self.idle.set()
 
@@ -146,9 +144,7 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self._transport = None
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
+        self._deadlines.cancel()
         for stream in list(self.streams.values()):
             self._end_stream(stream, cancel=True)
         self.streams.clear()
@@ -415,8 +411,7 @@ class Connection(asyncio.BufferedProtocol):
         seconds = shape.timeout
         if seconds is not None:
             deadline = stream.deadline = time.monotonic() + seconds  # the loop's clock (time.monotonic)
-            if deadline < self._deadline_at:
-                self._arm_deadlines(deadline)
+            self._deadlines.add(deadline)
         call = Call(stream, metadata, deadline)
         refused = self.server.authenticate(metadata) if self.server.authenticate is not None else None
         if refused is not None:
@@ -515,29 +510,10 @@ class Connection(asyncio.BufferedProtocol):
             logger.error("%s failed", route.path, exc_info=error)
             self._finish(stream, grpc.StatusCode.UNKNOWN, f"unexpected {type(error).__name__}: {error}")
 
-    def _arm_deadlines(self, when: float) -> None:
-        """One timer for the connection, at the earliest deadline of its calls: most calls end long before
-        their deadline, so a deadline costs a comparison rather than a timer of its own."""
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_at = when
-        self._deadline_timer = self.loop.call_at(when, self._deadlines_due)
-
-    def _deadlines_due(self) -> None:
-        self._deadline_timer = None
-        self._deadline_at = _NEVER
-        now = self.loop.time() + _DEADLINE_SLACK
-        earliest = _NEVER
-        for stream in list(self.streams.values()):
-            deadline = stream.deadline
-            if deadline is None:
-                continue
-            if deadline <= now:
-                self._deadline_passed(stream)
-            elif deadline < earliest:
-                earliest = deadline
-        if earliest < _NEVER and self._transport is not None:
-            self._arm_deadlines(earliest)
+    def _deadlines_due(self, now: float) -> float:
+        if self._transport is None:
+            return NEVER
+        return end_due(list(self.streams.values()), now, self._deadline_passed)
 
     def _deadline_passed(self, stream: Stream) -> None:
         stream.deadline = None

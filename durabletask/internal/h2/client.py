@@ -27,6 +27,7 @@ import grpc
 from durabletask.internal.h2 import frames as f
 from durabletask.internal.h2 import hpack
 from durabletask.internal.h2.client_stream import RESET_CODES, ClientStream, http_code, status_of
+from durabletask.internal.h2.deadlines import NEVER, Deadlines, end_due
 
 logger = logging.getLogger("durabletask.grpc")
 
@@ -41,8 +42,6 @@ _CLIENT_PREFACE = f.PREFACE + f.settings({
     f.SETTINGS_MAX_FRAME_SIZE: _OUR_MAX_FRAME,
 }) + f.window_update(0, f.MAX_WINDOW - f.DEFAULT_WINDOW)
 _MAX_HEADER_BLOCK = 1 << 20
-_NEVER = float("inf")
-_DEADLINE_SLACK = 1e-3  # a timer may fire up to the clock's resolution early
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -76,8 +75,7 @@ class Connection(asyncio.BufferedProtocol):
         self._corked = 0  # inside `cork`: frames leave at the end of the batch
         self._deliveries: list[ClientStream] = []  # streams with messages for their `on_messages`
         self._closed_reason: str | None = None
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._deadline_at = _NEVER
+        self._deadlines = Deadlines(loop, self._deadlines_due)
         self.read_pause = 0.0
         """Seconds to leave the socket unread after each read (0: read as data arrives), for a connection
         whose responses nobody waits on (see `H2Channel.read_pause`). It reads at once whenever a
@@ -101,9 +99,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._resume_timer is not None:
             self._resume_timer.cancel()
             self._resume_timer = None
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
+        self._deadlines.cancel()
         reason = self._closed_reason or (f"the connection to the server was lost: {exc}" if exc is not None
                                          else "the server closed the connection")
         self._fail_all(grpc.StatusCode.UNAVAILABLE, reason)
@@ -219,8 +215,7 @@ class Connection(asyncio.BufferedProtocol):
         stream.connection = self
         if deadline is not None:
             stream.deadline = deadline
-            if deadline < self._deadline_at:
-                self._arm_deadlines(deadline)
+            self._deadlines.add(deadline)
         if len(self.streams) >= self._peer_max_streams:
             self._queued.append((stream, block, body))
             self.read_now()  # the streams that are over free their places only once their ends are read
@@ -332,29 +327,10 @@ class Connection(asyncio.BufferedProtocol):
     def _drop_queued(self, stream: ClientStream) -> None:
         self._queued = deque(queued for queued in self._queued if queued[0] is not stream)
 
-    def _arm_deadlines(self, when: float) -> None:
-        """One timer for the connection, at the earliest deadline: most calls end long before theirs, so
-        a call with a deadline costs a comparison, not a timer of its own."""
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_at = when
-        self._deadline_timer = self.loop.call_at(when, self._deadlines_due)
-
-    def _deadlines_due(self) -> None:
-        self._deadline_timer = None
-        self._deadline_at = _NEVER
-        now = self.loop.time() + _DEADLINE_SLACK
-        earliest = _NEVER
-        for stream in list(self.streams.values()) + [item[0] for item in self._queued]:
-            deadline = stream.deadline
-            if deadline is None:
-                continue
-            if deadline <= now:
-                self.expire(stream)
-            elif deadline < earliest:
-                earliest = deadline
-        if earliest < _NEVER and self._transport is not None:
-            self._arm_deadlines(earliest)
+    def _deadlines_due(self, now: float) -> float:
+        if self._transport is None:
+            return NEVER
+        return end_due(list(self.streams.values()) + [item[0] for item in self._queued], now, self.expire)
 
     def _fail_all(self, code: grpc.StatusCode, details: str) -> None:
         self.usable = False
