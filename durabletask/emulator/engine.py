@@ -294,15 +294,6 @@ class Engine:
         """A wait, without a task, until the instance has started (or finished); see `InstanceWait`."""
         return InstanceWait(self.runner, hub, instance_id, until_started=started, timeout=timeout)
 
-    async def wait_for(self, hub: HubState, instance_id: str, *, started: bool,
-                       timeout: float | None) -> pb.OrchestrationState | None:
-        """Wait until the instance started (or finished); None if it does not exist (any more).
-
-        Raises ``TimeoutError`` when ``timeout`` (seconds) passes first.
-        """
-        record = await self.wait_now(hub, instance_id, started=started, timeout=timeout)
-        return None if record is None else queries.orchestration_state(record, include_payloads=True)
-
     # -- client requests
 
     async def start_instance(self, hub: HubState, request: pb.CreateInstanceRequest) -> str:
