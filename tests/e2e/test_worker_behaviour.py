@@ -21,6 +21,7 @@ from durabletask.worker import (
     VersioningOptions,
     VersionMatchStrategy,
 )
+from tests.support.runs import run_once
 from tests.support.servers import free_port
 
 FAST_RECONNECT = GrpcWorkerResiliencyOptions(reconnect_backoff_base_seconds=0.05, reconnect_backoff_cap_seconds=0.5)
@@ -72,16 +73,9 @@ def test_fail_strategy_fails_newer_versions(emulator: Emulator) -> None:
     worker = _worker(emulator, versioned)
     worker.use_versioning(VersioningOptions(version="1.0", match_strategy=VersionMatchStrategy.CURRENT_OR_OLDER,
                                             failure_strategy=VersionFailureStrategy.FAIL))
-    worker.start()
-    try:
-        with TaskHubGrpcClient(host_address=emulator.address, default_version="1.5") as client:
-            instance_id = client.schedule_new_orchestration(versioned)
-            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
-            assert state is not None and state.runtime_status == OrchestrationStatus.FAILED
-            assert state.failure_details is not None and "greater than the worker version" in \
-                state.failure_details.message
-    finally:
-        worker.stop(2)
+    state = run_once(worker, emulator.address, versioned, default_version="1.5")
+    assert state.runtime_status == OrchestrationStatus.FAILED
+    assert state.failure_details is not None and "greater than the worker version" in state.failure_details.message
 
 
 def test_work_item_filters_route_work_to_the_worker_that_has_it(emulator: Emulator) -> None:
@@ -117,14 +111,7 @@ def test_custom_data_converter_is_used_by_client_and_worker(emulator: Emulator) 
         return f"{text}!"
 
     worker = _worker(emulator, shout, data_converter=Upper())
-    worker.start()
-    try:
-        with TaskHubGrpcClient(host_address=emulator.address, data_converter=Upper()) as client:
-            instance_id = client.schedule_new_orchestration(shout, input="hi")
-            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
-            assert state is not None and state.get_output() == "HI!"
-    finally:
-        worker.stop(2)
+    assert run_once(worker, emulator.address, shout, "hi", data_converter=Upper()).get_output() == "HI!"
 
 
 def test_stop_drains_in_flight_activities(emulator: Emulator) -> None:
@@ -266,14 +253,7 @@ def test_completions_are_retried_on_transient_errors(emulator: Emulator) -> None
     interceptor = type("Faults", (grpc.aio.UnaryUnaryClientInterceptor,), {
         "intercept_unary_unary": faults.intercept_unary_unary})()
     worker = _worker(emulator, calls_echo, activities=(echo,), interceptors=[interceptor])
-    worker.start()
-    try:
-        with TaskHubGrpcClient(host_address=emulator.address) as client:
-            instance_id = client.schedule_new_orchestration(calls_echo)
-            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
-            assert state is not None and state.get_output() == 7
-    finally:
-        worker.stop(2)
+    assert run_once(worker, emulator.address, calls_echo).get_output() == 7
     assert faults.remaining == 0
     assert sum(m.endswith("/CompleteActivityTask") for m in faults.seen) == 3
 

@@ -19,6 +19,7 @@ from durabletask.emulator import Emulator
 from durabletask.grpc_options import GrpcWorkerResiliencyOptions
 from durabletask.internal.grpc import h2_calls
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
+from tests.support.runs import run_once
 
 FAST_RECONNECT = GrpcWorkerResiliencyOptions(reconnect_backoff_base_seconds=0.05, reconnect_backoff_cap_seconds=0.5)
 
@@ -58,14 +59,7 @@ def test_plain_activities_run_on_at_most_the_configured_threads(emulator: Emulat
         return sum(results)
 
     worker = _worker(emulator, fan, work, concurrency_options=ConcurrencyOptions(maximum_thread_pool_workers=3))
-    worker.start()
-    try:
-        with TaskHubGrpcClient(host_address=emulator.address) as client:
-            instance_id = client.schedule_new_orchestration(fan, input=30)
-            state = client.wait_for_orchestration_completion(instance_id, timeout=30)
-            assert state is not None and state.get_output() == 2 * sum(range(30))
-    finally:
-        worker.stop(2)
+    assert run_once(worker, emulator.address, fan, 30, timeout=30).get_output() == 2 * sum(range(30))
     assert peak == 3 and len(threads) == 3
     assert all(name.startswith("durabletask-activity") for name in threads)
 
@@ -97,14 +91,7 @@ def test_a_plain_activity_may_return_an_awaitable_and_async_ones_run_on_the_loop
         return [z, None]
 
     worker = _worker(emulator, both, returns_awaitable, on_loop, fails)
-    worker.start()
-    try:
-        with TaskHubGrpcClient(host_address=emulator.address) as client:
-            instance_id = client.schedule_new_orchestration(both, input=4)
-            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
-            assert state is not None and state.get_output() == [50, "builtins.KeyError"]
-    finally:
-        worker.stop(2)
+    assert run_once(worker, emulator.address, both, 4).get_output() == [50, "builtins.KeyError"]
     assert len(loops) == 2 and loops[0] is loops[1]
 
 
@@ -175,14 +162,7 @@ def test_a_completion_failing_transiently_is_retried(emulator: Emulator, monkeyp
 
     faults = _Faults(monkeypatch, "/CompleteActivityTask", grpc.StatusCode.UNAVAILABLE, 1)
     worker = _worker(emulator, calls_echo, echo)
-    worker.start()
-    try:
-        with TaskHubGrpcClient(host_address=emulator.address) as client:
-            instance_id = client.schedule_new_orchestration(calls_echo)
-            state = client.wait_for_orchestration_completion(instance_id, timeout=10)
-            assert state is not None and state.get_output() == 7
-    finally:
-        worker.stop(2)
+    assert run_once(worker, emulator.address, calls_echo).get_output() == 7
     assert faults.remaining == 0  # the retry was awaited in a task, not started again with a callback
     assert sum(m.endswith("/CompleteActivityTask") for m in faults.started) == 1
 

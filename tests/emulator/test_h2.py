@@ -335,6 +335,21 @@ class _RawClient:
             if frame[0] == kind and frame[2] == stream_id and frame[1] & flags == flags:
                 return seen
 
+    def data_within(self, stream_id: int, seconds: float) -> int:
+        """DATA bytes received on ``stream_id`` during the next ``seconds`` (other frames are read and dropped)."""
+        received = 0
+        self.sock.settimeout(0.2)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                kind, _, sid, payload = self.read_frame()
+            except TimeoutError:
+                continue
+            if kind == f.DATA and sid == stream_id:
+                received += len(payload)
+        self.sock.settimeout(5)
+        return received
+
     def close(self) -> None:
         self.sock.close()
 
@@ -373,18 +388,8 @@ def test_streamed_data_waits_for_the_clients_window() -> None:
         client = _RawClient(port, {f.SETTINGS_INITIAL_WINDOW_SIZE: 1000})
         client.headers(1, "/test.Echo/Many", end_stream=False)
         client.message(1, b"3,2000")
-        received = 0
-        deadline = time.monotonic() + 1.0
-        client.sock.settimeout(0.2)
-        while time.monotonic() < deadline:  # the server may send only 1000 bytes, then must wait
-            try:
-                kind, _, sid, payload = client.read_frame()
-            except TimeoutError:
-                continue
-            if kind == f.DATA and sid == 1:
-                received += len(payload)
-        assert received == 1000
-        client.sock.settimeout(5)
+        received = client.data_within(1, 1.0)
+        assert received == 1000  # the server may send only 1000 bytes, then must wait
         client.sock.sendall(f.window_update(1, 10_000))
         frames = client.frames_until(1, f.HEADERS, f.END_STREAM)
         received += sum(len(p) for kind, _, sid, p in frames if kind == f.DATA and sid == 1)
@@ -580,18 +585,8 @@ def test_window_updates_on_the_connection_release_waiting_data() -> None:
         client = _RawClient(port, {f.SETTINGS_INITIAL_WINDOW_SIZE: 1 << 20})
         client.headers(1, "/test.Echo/Many", end_stream=False)
         client.message(1, b"2,40000")  # 80,010 bytes, more than the connection's window of 65,535
-        received = 0
-        client.sock.settimeout(0.2)
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            try:
-                kind, _, sid, payload = client.read_frame()
-            except TimeoutError:
-                continue
-            if kind == f.DATA and sid == 1:
-                received += len(payload)
+        received = client.data_within(1, 1.0)
         assert received == f.DEFAULT_WINDOW
-        client.sock.settimeout(5)
         client.sock.sendall(f.window_update(0, 100_000))
         frames = client.frames_until(1, f.HEADERS, f.END_STREAM)
         received += sum(len(p) for kind, _, sid, p in frames if kind == f.DATA and sid == 1)
