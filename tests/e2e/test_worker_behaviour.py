@@ -21,6 +21,7 @@ from durabletask.worker import (
     VersioningOptions,
     VersionMatchStrategy,
 )
+from tests.support.polling import wait_until
 from tests.support.runs import run_once
 from tests.support.servers import free_port
 
@@ -162,9 +163,7 @@ def test_stop_gives_back_work_that_outlives_the_drain_timeout(emulator: Emulator
     first.start()
     with TaskHubGrpcClient(host_address=emulator.address) as client:
         instance_id = client.schedule_new_orchestration(calls_it)
-        deadline = time.monotonic() + 10
-        while not attempts and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: attempts)
         first.stop(timeout=0.2)  # the activity is cancelled and its work item given back
         release.set()
         second = _worker(emulator, calls_it, activities=(hangs_once,))

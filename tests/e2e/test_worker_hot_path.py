@@ -19,6 +19,7 @@ from durabletask.emulator import Emulator
 from durabletask.grpc_options import GrpcWorkerResiliencyOptions
 from durabletask.internal.grpc import h2_calls
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
+from tests.support.polling import wait_until
 from tests.support.runs import run_once
 
 FAST_RECONNECT = GrpcWorkerResiliencyOptions(reconnect_backoff_base_seconds=0.05, reconnect_backoff_cap_seconds=0.5)
@@ -113,9 +114,7 @@ def test_stop_gives_back_a_plain_activity_that_outlives_the_drain(emulator: Emul
     first.start()
     with TaskHubGrpcClient(host_address=emulator.address) as client:
         instance_id = client.schedule_new_orchestration(calls_it)
-        deadline = time.monotonic() + 10
-        while not attempts and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: attempts)
         started = time.monotonic()
         first.stop(timeout=0.2)
         assert time.monotonic() - started < 5

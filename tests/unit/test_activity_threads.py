@@ -10,6 +10,7 @@ from concurrent.futures import CancelledError
 import pytest
 
 from durabletask.internal.runtime.activity_threads import ActivityThreads
+from tests.support.polling import wait_until
 
 
 def test_jobs_run_on_one_reused_thread_when_they_come_one_at_a_time() -> None:
@@ -26,9 +27,7 @@ def test_jobs_run_on_one_reused_thread_when_they_come_one_at_a_time() -> None:
             done.clear()
             threads.post(job)
             assert done.wait(5)
-            deadline = time.monotonic() + 5
-            while not threads._idle and time.monotonic() < deadline:  # until the thread is back, idle
-                time.sleep(0.001)
+            wait_until(lambda: threads._idle, timeout=5, interval=0.001)  # until the thread is back, idle
         assert threads.threads == 1 and set(names) == {"durabletask-activity_0"}
     finally:
         threads.shutdown()

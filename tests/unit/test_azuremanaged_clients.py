@@ -30,6 +30,7 @@ from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 from durabletask.grpc_options import GrpcWorkerResiliencyOptions
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.worker import TaskHubGrpcWorker
+from tests.support.polling import wait_until
 
 USER_AGENT = f"durabletask-python/{durabletask.__version__}"
 
@@ -112,9 +113,7 @@ class Recorder:
         return iter(())
 
     def wait_for(self, method: str, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.of(method) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: self.of(method), timeout=timeout)
 
     def of(self, method: str) -> list[dict[str, list[str]]]:
         with self._lock:
