@@ -43,9 +43,6 @@ class InFlight:
         self._items: dict[WorkItem, None] = {}
         self._empty: asyncio.Future[None] | None = None
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def add(self, kind: str, token: str) -> WorkItem:
         item = WorkItem(kind, token)
         self._items[item] = None
