@@ -7,6 +7,8 @@ not just the way our own emulator does.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -234,3 +236,53 @@ def _wait_for_status(client: TaskHubGrpcClient, instance_id: str, status: Orches
             return
         time.sleep(0.05)
     raise AssertionError(f"{instance_id} never reached {status}")
+
+
+def test_work_that_arrives_while_stopping_is_given_back_for_another_worker() -> None:
+    # A stopping worker keeps its stream open while it finishes its work, so work keeps arriving; it
+    # must neither run it nor keep it, since this backend never takes back what a closed stream held.
+    started, release = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    def blocks(ctx: task.ActivityContext, _: Any) -> str:
+        runs.append("run")
+        started.set()
+        release.wait(10)
+        return "unblocked"
+
+    def calls_blocks(ctx: task.OrchestrationContext, _: Any) -> Any:
+        value = yield ctx.call_activity(blocks)
+        return value
+
+    def hello(ctx: task.OrchestrationContext, name: str) -> str:
+        return f"hello {name}"
+
+    def worker(addr: str) -> TaskHubGrpcWorker:
+        w = TaskHubGrpcWorker(host_address=addr)
+        w.add_orchestrator(calls_blocks)
+        w.add_orchestrator(hello)
+        w.add_activity(blocks)
+        return w
+
+    with official_in_memory_backend() as addr, TaskHubGrpcClient(host_address=addr) as client:
+        first = worker(addr)
+        first.start()
+        blocked = client.schedule_new_orchestration(calls_blocks)
+        assert started.wait(10)
+        stopping = threading.Thread(target=first.stop, args=(10,))
+        stopping.start()  # drains: waits for the blocked activity
+        time.sleep(0.2)
+        late = client.schedule_new_orchestration(hello, input="late")
+        time.sleep(0.3)
+        release.set()  # the activity's result is sent; the episode it causes arrives while stopping too
+        stopping.join()
+        second = worker(addr)
+        second.start()
+        try:
+            state = client.wait_for_orchestration_completion(late, timeout=10)
+            assert state is not None and state.get_output() == "hello late"
+            state = client.wait_for_orchestration_completion(blocked, timeout=10)
+            assert state is not None and state.get_output() == "unblocked"
+            assert runs == ["run"]
+        finally:
+            second.stop(2)

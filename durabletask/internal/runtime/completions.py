@@ -88,11 +88,12 @@ class Completions:
     async def give_back(self, _: Any, item: WorkItem) -> None:
         """Abandon ``item`` (the signature of a work function, for `WorkerRuntime._spawn`); it is over then."""
         try:
-            await self._abandon(item.kind, item.token)
+            await self.abandon(item.kind, item.token)
         finally:
             self._in_flight.done(item)
 
-    async def _abandon(self, kind: str, token: str) -> None:
+    async def abandon(self, kind: str, token: str) -> None:
+        """Give back the work item of ``kind`` with ``token``; a failure is logged (the lease will expire)."""
         method, request = _ABANDON[kind]
         try:
             await getattr(self.stub, method)(request(completionToken=token), timeout=10, metadata=self._md)
@@ -113,7 +114,7 @@ class Completions:
             if item.call is not None:
                 item.call.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(self._abandon(item.kind, item.token) for item in leftovers), return_exceptions=True)
+        await asyncio.gather(*(self.abandon(item.kind, item.token) for item in leftovers), return_exceptions=True)
 
 
 def _rejected(method: str, error: grpc.aio.AioRpcError) -> None:

@@ -4,7 +4,7 @@ The loop runs in a background thread. It opens the stream (after a ``Hello`` pro
 work items (episodes inline, plain activities on `ActivityThreads`, the rest in tasks bounded by
 the concurrency options), hands their results to `Completions` (sending, retrying, giving back),
 reconnects with full-jitter back-off when the stream breaks or goes silent, and on stop drains
-in-flight work for a while before giving the rest back.
+in-flight work for a while, with the stream still open, before giving the rest back.
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ class WorkerRuntime:
         self.connected = threading.Event()
         self._entity_slots: asyncio.Semaphore | None = None
         self._drain_timeout = 30.0
+        self._drain_deadline: float | None = None  # loop time; set when stopping begins
+        self._refused: list[tuple[str, str]] = []  # (kind, token) of items that arrived while stopping
 
     # ----------------------------------------------------------------- lifecycle (caller's thread)
 
@@ -163,9 +165,7 @@ class WorkerRuntime:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
         finally:
-            if self._completion_channel is not None:
-                self._completion_channel.read_pause = 0  # stopping waits for the last completions
-            await self._completions.drain(self._drain_timeout)
+            await self._finish_work()  # (done already, with the stream open, unless the stream was not)
             for channel in (self._channel, self._completion_channel):
                 if channel is not None:
                     await channel.close()
@@ -256,7 +256,8 @@ class WorkerRuntime:
             call.cancel()
 
     async def _watch(self, call: Any) -> None:
-        """Cancel the stream on stop, or when it has been silent for too long (health pings count)."""
+        """Cancel the stream on stop (once the work is finished), or when it has been silent for too long
+        (health pings count)."""
         stopping = self._stopping
         assert stopping is not None
         silence = self._settings.resiliency.silent_disconnect_timeout_seconds or None
@@ -265,6 +266,7 @@ class WorkerRuntime:
             wait = None if silence is None else max(0.05, self._last_message + silence - loop.time())
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=wait)
+                await self._finish_work()
                 self._cancel_reason = "stopping"
                 break
             except asyncio.TimeoutError:
@@ -273,6 +275,30 @@ class WorkerRuntime:
                     self._cancel_reason = "silent"
                     break
         call.cancel()
+
+    def _begin_stopping(self) -> None:
+        """Take no new work from now on, read completion responses at once."""
+        if self._drain_deadline is not None:
+            return
+        self._drain_deadline = asyncio.get_running_loop().time() + self._drain_timeout
+        if self._completion_channel is not None:
+            self._completion_channel.read_pause = 0  # stopping waits for the last completions
+
+    async def _finish_work(self) -> None:
+        """Drain in-flight work until the deadline, give back the rest and what arrived meanwhile.
+
+        On stop this runs while the stream is still open, so that the backend keeps the leases of the
+        work being finished: a backend may take back everything it sent on a stream as soon as the
+        stream closes (our emulator does), and then refuses the results sent later, and the work runs
+        again. Items that arrive while stopping are neither run nor given back at once (the backend
+        could send them straight back); they are given back here, before the stream closes.
+        """
+        self._begin_stopping()
+        drain_deadline = self._drain_deadline
+        assert drain_deadline is not None
+        await self._completions.drain(max(0.0, drain_deadline - asyncio.get_running_loop().time()))
+        refused, self._refused = self._refused, []
+        await asyncio.gather(*(self._completions.abandon(kind, token) for kind, token in refused))
 
     # ----------------------------------------------------------------- work items
     #
@@ -284,6 +310,12 @@ class WorkerRuntime:
     def _dispatch(self, item: pb.WorkItem) -> None:
         kind = item.WhichOneof("request")
         token = item.completionToken
+        if self._drain_deadline is not None:
+            refused = _KINDS.get(kind or "")
+            if refused is not None:
+                logger.debug("stopping: a new %s work item will be given back, not run", refused)
+                self._refused.append((refused, token))
+            return
         if kind == "orchestratorRequest":
             self._orchestration(item.orchestratorRequest, token)
         elif kind == "activityRequest":
@@ -403,6 +435,10 @@ class WorkerRuntime:
                 return
         self._completions.send(item, "CompleteEntityTask", result)
 
+
+_KINDS = {"orchestratorRequest": "orchestration", "activityRequest": "activity", "entityRequest": "entity",
+          "entityRequestV2": "entity"}
+"""Work item kinds (the ``request`` field of a work item) by the names `Completions.abandon` takes."""
 
 _closing: set[asyncio.Future[None]] = set()  # channels being closed (a task without a reference may vanish)
 
