@@ -55,6 +55,9 @@ E = TypeVar("E", bound=Callable[..., Any] | type)
 _AUTO_FILTERS: Any = object()
 DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS = 1000
 """How many running orchestrations a worker keeps in memory between episodes, by default."""
+DEFAULT_RESULT_BATCHING_WINDOW = timedelta(milliseconds=10)
+"""How long a worker may hold an episode that sent nothing so that results share one episode, by default."""
+_MAXIMUM_RESULT_BATCHING_WINDOW = timedelta(seconds=1)
 
 
 class TaskHubGrpcWorker:
@@ -82,6 +85,12 @@ class TaskHubGrpcWorker:
             the orchestrator where it stopped instead of replaying its whole history. The history is
             still checked, and replayed from the start when it does not continue the kept state.
             0 replays every episode.
+        result_batching_window: How long the completion of an episode that started nothing new may be
+            held back while its orchestration still awaits two or more tasks, so that the results
+            arriving meanwhile are delivered in one episode rather than one episode each (every
+            episode carries the orchestration's whole history). It is sent sooner when this worker
+            has completed every activity the orchestration awaits. A ``timedelta`` or seconds, at
+            most 1 second; 0 turns holding off.
     """
 
     def __init__(self, *, host_address: str | None = None, metadata: Sequence[tuple[str, str]] | None = None,
@@ -94,7 +103,8 @@ class TaskHubGrpcWorker:
                  maximum_timer_interval: timedelta | None = DEFAULT_MAXIMUM_TIMER_INTERVAL,
                  payload_store: Any = None, data_converter: DataConverter | None = None,
                  exception_properties_provider: Any = None, emit_trace_spans: bool = True,
-                 maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS) -> None:
+                 maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS,
+                 result_batching_window: timedelta | float = DEFAULT_RESULT_BATCHING_WINDOW) -> None:
         if channel is not None:
             raise ValueError("TaskHubGrpcWorker creates its own asyncio channel: pass host_address "
                              "(and channel_options / interceptors) instead of channel=")
@@ -112,6 +122,7 @@ class TaskHubGrpcWorker:
             raise ValueError("maximum_cached_orchestrations must be a whole number, 0 (replay every episode) or "
                              f"more, got {maximum_cached_orchestrations!r}")
         self._maximum_cached_orchestrations = maximum_cached_orchestrations
+        self._result_batching_window = _batching_window(result_batching_window)
         self._converter = data_converter or DEFAULT_DATA_CONVERTER
         self._versioning: VersioningOptions | None = None
         self._filters: WorkItemFilters | None = None
@@ -229,6 +240,10 @@ class TaskHubGrpcWorker:
     def maximum_cached_orchestrations(self) -> int:
         return self._maximum_cached_orchestrations
 
+    @property
+    def result_batching_window(self) -> timedelta:
+        return self._result_batching_window
+
     def _registry_filters(self) -> WorkItemFilters:
         versioning = self._versioning
         versions = []
@@ -256,6 +271,7 @@ class TaskHubGrpcWorker:
             concurrency=self._concurrency, registry=self._registry, converter=self._converter, executor=executor,
             versioning=self._versioning, filters=self._registry_filters() if self._auto_filters else self._filters,
             capabilities=list(self._capabilities),
+            result_batching_window=self._result_batching_window.total_seconds(),
         ))
         self._runtime.start()
 
@@ -284,3 +300,16 @@ class TaskHubGrpcWorker:
 
 
 DurableTaskWorker = TaskHubGrpcWorker
+
+
+def _batching_window(value: timedelta | float) -> timedelta:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        window = timedelta(seconds=value)
+    elif isinstance(value, timedelta):
+        window = value
+    else:
+        raise TypeError(f"result_batching_window must be a timedelta or a number of seconds, got {value!r}")
+    if not timedelta(0) <= window <= _MAXIMUM_RESULT_BATCHING_WINDOW:
+        raise ValueError("result_batching_window must be between 0 (no holding) and 1 second, got "
+                         f"{window.total_seconds()} s")
+    return window

@@ -17,7 +17,12 @@ from durabletask.azuremanaged.internal import setup
 from durabletask.azuremanaged.internal.tokens import AccessTokenSource
 from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 from durabletask.serialization import DataConverter
-from durabletask.worker import DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS, ConcurrencyOptions, TaskHubGrpcWorker
+from durabletask.worker import (
+    DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS,
+    DEFAULT_RESULT_BATCHING_WINDOW,
+    ConcurrencyOptions,
+    TaskHubGrpcWorker,
+)
 
 __all__ = ["DurableTaskSchedulerWorker"]
 
@@ -62,7 +67,8 @@ class DurableTaskSchedulerWorker(TaskHubGrpcWorker):
                  log_formatter: logging.Formatter | None = None, logger: logging.Logger | None = None,
                  exception_properties_provider: Any = None, metadata: Sequence[tuple[str, str]] | None = None,
                  maximum_timer_interval: timedelta | None = None, emit_trace_spans: bool = True,
-                 maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS) -> None:
+                 maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS,
+                 result_batching_window: timedelta | float = DEFAULT_RESULT_BATCHING_WINDOW) -> None:
         wiring = setup.wire(host_address=host_address, taskhub=taskhub, token_credential=token_credential,
                             resource_id=resource_id, secure_channel=secure_channel, channel=channel,
                             metadata=metadata, interceptors=interceptors, kind="worker")
@@ -74,7 +80,8 @@ class DurableTaskSchedulerWorker(TaskHubGrpcWorker):
                          resiliency_options=resiliency_options, concurrency_options=concurrency_options,
                          maximum_timer_interval=maximum_timer_interval, payload_store=payload_store,
                          data_converter=data_converter, exception_properties_provider=exception_properties_provider,
-                         emit_trace_spans=emit_trace_spans, maximum_cached_orchestrations=maximum_cached_orchestrations)
+                         emit_trace_spans=emit_trace_spans, maximum_cached_orchestrations=maximum_cached_orchestrations,
+                         result_batching_window=result_batching_window)
 
     @property
     def token_source(self) -> AccessTokenSource | None:

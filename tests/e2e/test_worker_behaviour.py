@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from durabletask import task
+from durabletask import history, task
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
 from durabletask.emulator import Emulator
 from durabletask.grpc_options import GrpcWorkerResiliencyOptions
@@ -285,3 +286,63 @@ def test_silent_stream_is_reopened(caplog: pytest.LogCaptureFixture) -> None:
             finally:
                 worker.stop(2)
     assert any("reopening the stream" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- holding episodes that start nothing
+
+RELEASE_SLOW = threading.Event()
+
+
+def quick(ctx: task.ActivityContext, value: int) -> int:
+    return value
+
+
+def slow(ctx: task.ActivityContext, value: int) -> int:
+    RELEASE_SLOW.wait(10)
+    return value
+
+
+def quick_slow_and_timer(ctx: task.OrchestrationContext, _: Any) -> Any:
+    results = yield task.when_all([ctx.call_activity(quick, input=1), ctx.call_activity(slow, input=2),
+                                   ctx.create_timer(timedelta(hours=1))])
+    return results[:2]
+
+
+def fan_in(ctx: task.OrchestrationContext, n: int) -> Any:
+    results = yield task.when_all([ctx.call_activity(quick, input=i) for i in range(n)])
+    return sum(results)
+
+
+def test_a_fan_in_whose_activities_all_ran_here_is_not_kept_waiting_by_a_held_episode(emulator: Emulator) -> None:
+    # Each episode that only absorbs results may be held for the whole second; the episode is sent as
+    # soon as this worker has completed every activity it awaits, so the fan-in ends without the wait.
+    worker = _worker(emulator, fan_in, activities=(quick,), result_batching_window=1.0)
+    started = time.monotonic()
+    state = run_once(worker, emulator.address, fan_in, 20)
+    assert state.get_output() == sum(range(20))
+    assert time.monotonic() - started < 1.0
+
+
+def _holds(worker: TaskHubGrpcWorker, instance_id: str) -> bool:
+    runtime = worker._runtime  # what the worker holds is not public; this test needs to know when it holds
+    return runtime is not None and instance_id in runtime._held
+
+
+def test_stopping_sends_a_held_episode_instead_of_giving_it_back(emulator: Emulator) -> None:
+    RELEASE_SLOW.clear()
+    worker = _worker(emulator, quick_slow_and_timer, activities=(quick, slow), result_batching_window=1.0)
+    worker.start()
+    try:
+        with TaskHubGrpcClient(host_address=emulator.address) as client:
+            instance_id = client.schedule_new_orchestration(quick_slow_and_timer)
+            # The episode that absorbs quick's result starts nothing and still awaits slow and the
+            # timer: it is held. Stopping (with less time than the window) must send it.
+            assert wait_until(lambda: _holds(worker, instance_id), 10), "the worker never held the episode"
+            worker.stop(0.2)
+            events = client.get_orchestration_history(instance_id)
+            assert [e.result for e in events if isinstance(e, history.TaskCompletedEvent)] == ["1"]
+            state = client.get_orchestration_state(instance_id)
+            assert state is not None and state.runtime_status == OrchestrationStatus.RUNNING
+    finally:
+        RELEASE_SLOW.set()
+        worker.stop(2)

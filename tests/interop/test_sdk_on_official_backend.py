@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from durabletask import task
+from durabletask import history, task
 from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationStatus, TaskHubGrpcClient
 from durabletask.worker import TaskHubGrpcWorker
 from tests.support.servers import official_in_memory_backend
@@ -286,3 +286,35 @@ def test_work_that_arrives_while_stopping_is_given_back_for_another_worker() -> 
             assert runs == ["run"]
         finally:
             second.stop(2)
+
+
+def _episodes_of_a_fan_out(address: str, window: float, n: int) -> int:
+    worker = TaskHubGrpcWorker(host_address=address, result_batching_window=window)
+    worker.add_activity(inc)
+    worker.add_orchestrator(plain_fan_out)
+    worker.start()
+    try:
+        assert worker.wait_until_connected(10)
+        with TaskHubGrpcClient(host_address=address) as c:
+            state = run(c, plain_fan_out, n)
+            assert state.get_output() == sum(range(1, n + 1))
+            events = c.get_orchestration_history(state.instance_id)
+    finally:
+        worker.stop(5)
+    return sum(isinstance(event, history.OrchestratorStartedEvent) for event in events)
+
+
+def plain_fan_out(ctx: task.OrchestrationContext, n: int) -> Any:
+    results = yield task.when_all([ctx.call_activity(inc, input=i) for i in range(n)])
+    return sum(results)
+
+
+def test_results_of_a_fan_out_share_episodes_while_an_episode_is_held() -> None:
+    # This backend dispatches the orchestration again as soon as one result reaches it, so a worker
+    # that completes every episode at once runs about one episode per result or two, each carrying
+    # the whole history; holding the episodes that start nothing lets the results gather.
+    with official_in_memory_backend() as addr:
+        unheld = _episodes_of_a_fan_out(addr, 0, 200)
+        held = _episodes_of_a_fan_out(addr, 0.01, 200)
+    assert unheld >= 40, f"expected the backend to dispatch many episodes without holding, got {unheld}"
+    assert held * 2 < unheld, f"holding should batch results: {held} episodes held vs {unheld} not"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -110,6 +111,19 @@ def test_option_validation_names_the_field() -> None:
         GrpcRetryPolicyOptions(max_attempts=9)
 
 
+def test_result_batching_window_takes_a_timedelta_or_seconds_up_to_one_second() -> None:
+    assert TaskHubGrpcWorker().result_batching_window == timedelta(milliseconds=10)
+    assert TaskHubGrpcWorker(result_batching_window=0).result_batching_window == timedelta(0)
+    assert TaskHubGrpcWorker(result_batching_window=0.25).result_batching_window == timedelta(milliseconds=250)
+    assert TaskHubGrpcWorker(result_batching_window=timedelta(seconds=1)).result_batching_window == timedelta(seconds=1)
+    for bad in (-0.001, 1.5, timedelta(minutes=1)):
+        with pytest.raises(ValueError, match=r"result_batching_window must be between 0 .* and 1 second"):
+            TaskHubGrpcWorker(result_batching_window=bad)
+    for wrong in ("10ms", True, None):
+        with pytest.raises(TypeError, match="result_batching_window must be a timedelta or a number of seconds"):
+            TaskHubGrpcWorker(result_batching_window=wrong)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("left,right,order", [
     ("1.10", "1.9", 1), ("2", "2.0.0", 0), ("v1.2", "1.3", -1), (None, "1", -1), ("1", None, 1),
     (None, None, 0), ("beta", "alpha", 1),
@@ -146,7 +160,7 @@ def test_strict_versioning_rejects_by_giving_the_item_back() -> None:
 def test_versioning_fail_strategy_fails_the_orchestration() -> None:
     versioning = VersioningOptions(version="1.0", match_strategy=VersionMatchStrategy.CURRENT_OR_OLDER,
                                    failure_strategy=VersionFailureStrategy.FAIL)
-    response = run_orchestration(_executor(), versioning, _orchestration_request("1.5"), [], "token")
+    response = run_orchestration(_executor(), versioning, _orchestration_request("1.5"), [], "token").response
     done = response.actions[-1].completeOrchestration
     assert done.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED
     assert done.failureDetails.errorType == "VersionMismatch"
@@ -155,7 +169,7 @@ def test_versioning_fail_strategy_fails_the_orchestration() -> None:
 
 def test_matching_version_runs() -> None:
     versioning = VersioningOptions(version="1.0", match_strategy=VersionMatchStrategy.CURRENT_OR_OLDER)
-    response = run_orchestration(_executor(), versioning, _orchestration_request("0.9"), [], "t")
+    response = run_orchestration(_executor(), versioning, _orchestration_request("0.9"), [], "t").response
     assert response.actions[-1].completeOrchestration.result.value == '"done"'
 
 

@@ -36,11 +36,15 @@ class ExecutionResult:
         actions: The actions to send, in creation order; a completion, if any, is last.
         encoded_custom_status: The full current custom status (None: no custom status).
         status: The completion status (``OrchestrationStatus`` value), or None while running.
+        awaiting: While the orchestration runs, the sequence numbers of the tasks (activities,
+            timers, sub-orchestrations, entity calls) whose results it has not had yet; empty once
+            it has completed.
     """
 
     actions: list[pb.OrchestratorAction]
     encoded_custom_status: str | None
     status: int | None
+    awaiting: tuple[int, ...] = ()
 
     @property
     def is_complete(self) -> bool:
@@ -128,4 +132,5 @@ def result_of(ctx: ReplayContext) -> ExecutionResult:
     if ctx.status is not None and not ctx.is_replaying:
         logger.info("%s: orchestration '%s' completed with status %s", ctx.instance_id, ctx.name,
                     pb.OrchestrationStatus.Name(ctx.status))
-    return ExecutionResult(actions, ctx.encoded_custom_status, ctx.status)
+    awaiting = tuple(ctx.pending_tasks) if ctx.status is None else ()
+    return ExecutionResult(actions, ctx.encoded_custom_status, ctx.status, awaiting)

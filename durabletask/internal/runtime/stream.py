@@ -35,11 +35,13 @@ from durabletask.internal.registry import Registry
 from durabletask.internal.replay.engine import OrchestrationExecutor
 from durabletask.internal.runtime.activity_threads import ActivityThreads
 from durabletask.internal.runtime.completions import Completions
+from durabletask.internal.runtime.held_episodes import HeldEpisodes
 from durabletask.internal.runtime.in_flight import InFlight, WorkItem
 from durabletask.internal.runtime.options import ConcurrencyOptions, VersioningOptions, WorkItemFilters
 from durabletask.internal.runtime.past_events import WORK_ITEM_VIEW, past_events
 from durabletask.internal.runtime.work_items import (
     Abandon,
+    Episode,
     call_activity,
     finish_activity,
     is_async_activity,
@@ -71,6 +73,8 @@ class StreamSettings:
     versioning: VersioningOptions | None = None
     filters: WorkItemFilters | None = None
     capabilities: list[int] = field(default_factory=list)
+    result_batching_window: float = 0.0
+    """Seconds an episode that sent nothing may be held so results share one episode (`HeldEpisodes`)."""
 
 
 class WorkerRuntime:
@@ -94,6 +98,7 @@ class WorkerRuntime:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._md: tuple[tuple[str, str], ...] = (*settings.metadata, ("workerid", self.worker_id))
         self._completions = Completions(self._in_flight, self._md)
+        self._held = HeldEpisodes(settings.result_batching_window, self._send_episode)
         self._last_message = 0.0
         self._cancel_reason: str | None = None
         self.connected = threading.Event()
@@ -254,6 +259,7 @@ class WorkerRuntime:
             self.connected.clear()
             watchdog.cancel()
             call.cancel()
+            self._held.release_all()
 
     async def _watch(self, call: Any) -> None:
         """Cancel the stream on stop (once the work is finished), or when it has been silent for too long
@@ -277,10 +283,11 @@ class WorkerRuntime:
         call.cancel()
 
     def _begin_stopping(self) -> None:
-        """Take no new work from now on, read completion responses at once."""
+        """Take no new work from now on, send the held episodes and read completion responses at once."""
         if self._drain_deadline is not None:
             return
         self._drain_deadline = asyncio.get_running_loop().time() + self._drain_timeout
+        self._held.release_all()
         if self._completion_channel is not None:
             self._completion_channel.read_pause = 0  # stopping waits for the last completions
 
@@ -331,20 +338,30 @@ class WorkerRuntime:
 
     def _orchestration(self, request: pb.OrchestratorRequest, token: str) -> None:
         item = self._in_flight.add("orchestration", token)
+        if request.instanceId in self._held:
+            self._held.release(request.instanceId)
         if request.requiresHistoryStreaming:
             self._spawn(self._streamed_orchestration, request, item)
             return
         try:
-            response = self._episode(request, past_events(request), item)
+            episode = self._episode(request, past_events(request), item)
         except Exception:
             logger.exception("unexpected error while processing a work item")
             self._in_flight.done(item)
             return
-        if response is not None:
-            self._completions.send(item, "CompleteOrchestratorTask", response)
+        if episode is not None:
+            self._complete_episode(item, episode)
+
+    def _complete_episode(self, item: WorkItem, episode: Episode) -> None:
+        response, awaiting = episode
+        if not self._held.hold(item, response, awaiting):
+            self._send_episode(item, response)
+
+    def _send_episode(self, item: WorkItem, response: pb.OrchestratorResponse) -> None:
+        self._completions.send(item, "CompleteOrchestratorTask", response)
 
     def _episode(self, request: pb.OrchestratorRequest, past: Sequence[pb.HistoryEvent],
-                 item: WorkItem) -> pb.OrchestratorResponse | None:
+                 item: WorkItem) -> Episode | None:
         """Run the episode; None if the item is being given back instead."""
         s = self._settings
         try:
@@ -359,16 +376,16 @@ class WorkerRuntime:
             instanceId=request.instanceId, executionId=request.executionId if request.HasField("executionId") else None,
             forWorkItemProcessing=True), metadata=self._md)
         past = [event async for chunk in chunks for event in chunk.events]
-        response = self._episode(request, past, item)
-        if response is not None:
-            self._completions.send(item, "CompleteOrchestratorTask", response)
+        episode = self._episode(request, past, item)
+        if episode is not None:
+            self._complete_episode(item, episode)
 
     def _activity(self, request: pb.ActivityRequest, token: str) -> None:
         s = self._settings
         item = self._in_flight.add("activity", token)
         fn = s.registry.get_activity(request.name)
         if fn is None:
-            self._completions.send(item, "CompleteActivityTask", unregistered_activity(s.registry, request, token))
+            self._send_activity(item, unregistered_activity(s.registry, request, token))
         elif is_async_activity(fn):
             self._spawn(self._async_activity, request, item)
         else:
@@ -376,8 +393,7 @@ class WorkerRuntime:
 
     async def _async_activity(self, request: pb.ActivityRequest, item: WorkItem) -> None:
         s = self._settings
-        self._completions.send(item, "CompleteActivityTask",
-                   await run_activity(s.registry, s.converter, request, item.token, self._pool))
+        self._send_activity(item, await run_activity(s.registry, s.converter, request, item.token, self._pool))
 
     def _activity_thread(self, fn: Any, request: pb.ActivityRequest, item: WorkItem) -> None:
         """On an activity thread: run the activity, build its completion and hand it to the loop."""
@@ -412,13 +428,16 @@ class WorkerRuntime:
             if pending is not None:
                 self._spawn(self._finish_activity, (request, response, pending), item)
             else:
-                self._completions.send(item, "CompleteActivityTask", response, body)
+                self._send_activity(item, response, body)
 
     async def _finish_activity(self, parts: tuple[pb.ActivityRequest, pb.ActivityResponse, Awaitable[Any]],
                                item: WorkItem) -> None:
         request, response, pending = parts
-        self._completions.send(item, "CompleteActivityTask",
-                   await finish_activity(self._settings.converter, request, response, pending))
+        self._send_activity(item, await finish_activity(self._settings.converter, request, response, pending))
+
+    def _send_activity(self, item: WorkItem, response: pb.ActivityResponse, body: bytes | None = None) -> None:
+        self._completions.send(item, "CompleteActivityTask", response, body)
+        self._held.activity_done(response.instanceId, response.taskId)
 
     async def _entity(self, request: pb.EntityBatchRequest | pb.EntityRequest, item: WorkItem) -> None:
         """Run an entity batch on the thread pool (entity code is plain, possibly blocking, code)."""

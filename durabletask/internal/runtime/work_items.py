@@ -11,7 +11,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf import wrappers_pb2
 
@@ -46,9 +46,20 @@ def _started_version(past: Sequence[pb.HistoryEvent], new: Sequence[pb.HistoryEv
     return None
 
 
+class Episode(NamedTuple):
+    """An orchestration episode's completion, and the tasks the orchestration still awaits after it.
+
+    ``awaiting``: see `ExecutionResult.awaiting` (it decides whether the completion may be held
+    back for a moment, `HeldEpisodes`).
+    """
+
+    response: pb.OrchestratorResponse
+    awaiting: tuple[int, ...] = ()
+
+
 def run_orchestration(executor: OrchestrationExecutor, versioning: VersioningOptions | None,
                       request: pb.OrchestratorRequest, past: Sequence[pb.HistoryEvent],
-                      completion_token: str) -> pb.OrchestratorResponse:
+                      completion_token: str) -> Episode:
     """Run one orchestration episode and build its completion.
 
     Raises:
@@ -60,21 +71,21 @@ def run_orchestration(executor: OrchestrationExecutor, versioning: VersioningOpt
         mismatch = version_mismatch(versioning, _started_version(past, new))
         if mismatch is not None:
             if versioning.failure_strategy == VersionFailureStrategy.FAIL:
-                return pb.OrchestratorResponse(
+                return Episode(pb.OrchestratorResponse(
                     instanceId=instance_id, completionToken=completion_token,
-                    actions=[complete_orchestration(-1, pb.ORCHESTRATION_STATUS_FAILED, failure=mismatch)])
+                    actions=[complete_orchestration(-1, pb.ORCHESTRATION_STATUS_FAILED, failure=mismatch)]))
             raise Abandon(mismatch.errorMessage)
     try:
         result = executor.execute(instance_id, past, new)
     except OrchestrationStateError as error:
         raise Abandon(str(error)) from error
     status = result.encoded_custom_status
-    return pb.OrchestratorResponse(
+    return Episode(pb.OrchestratorResponse(
         instanceId=instance_id,
         actions=result.actions,
         customStatus=None if status is None else wrappers_pb2.StringValue(value=status),
         completionToken=completion_token,
-    )
+    ), result.awaiting)
 
 
 def _is_async(fn: Any) -> bool:
