@@ -54,6 +54,7 @@ from durabletask.serialization import DataConverter
 logger = logging.getLogger("durabletask.worker")
 
 _COMPLETION_READ_PAUSE = 0.05  # seconds: how long completion responses may wait to be read
+_STOP_GRACE = 0.05  # seconds the stream stays open after the drain, for items already on their way
 
 
 @dataclass
@@ -170,7 +171,8 @@ class WorkerRuntime:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
         finally:
-            await self._finish_work()  # (done already, with the stream open, unless the stream was not)
+            await self._drain()  # (done already, with the stream open, unless there was none)
+            await self._give_back_refused()
             for channel in (self._channel, self._completion_channel):
                 if channel is not None:
                     await channel.close()
@@ -272,7 +274,11 @@ class WorkerRuntime:
             wait = None if silence is None else max(0.05, self._last_message + silence - loop.time())
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=wait)
-                await self._finish_work()
+                await self._drain()
+                # Items already on their way (a result the drain sent makes its orchestration ready)
+                # are read and given back, rather than lost with the stream on a backend that does
+                # not take back what a closed stream held (the official in-memory one).
+                await asyncio.sleep(_STOP_GRACE)
                 self._cancel_reason = "stopping"
                 break
             except asyncio.TimeoutError:
@@ -291,19 +297,21 @@ class WorkerRuntime:
         if self._completion_channel is not None:
             self._completion_channel.read_pause = 0  # stopping waits for the last completions
 
-    async def _finish_work(self) -> None:
-        """Drain in-flight work until the deadline, give back the rest and what arrived meanwhile.
+    async def _drain(self) -> None:
+        """Let in-flight work finish until the deadline, then give back what is left of it.
 
         On stop this runs while the stream is still open, so that the backend keeps the leases of the
         work being finished: a backend may take back everything it sent on a stream as soon as the
         stream closes (our emulator does), and then refuses the results sent later, and the work runs
-        again. Items that arrive while stopping are neither run nor given back at once (the backend
-        could send them straight back); they are given back here, before the stream closes.
+        again. Items that arrive meanwhile are not run (`_dispatch`); `_give_back_refused` returns them
+        once the stream is closed, when the backend can no longer send them straight back to it.
         """
         self._begin_stopping()
         drain_deadline = self._drain_deadline
         assert drain_deadline is not None
         await self._completions.drain(max(0.0, drain_deadline - asyncio.get_running_loop().time()))
+
+    async def _give_back_refused(self) -> None:
         refused, self._refused = self._refused, []
         await asyncio.gather(*(self._completions.abandon(kind, token) for kind, token in refused))
 
