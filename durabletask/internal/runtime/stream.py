@@ -313,7 +313,8 @@ class WorkerRuntime:
 
     async def _give_back_refused(self) -> None:
         refused, self._refused = self._refused, []
-        await asyncio.gather(*(self._completions.abandon(kind, token) for kind, token in refused))
+        await asyncio.gather(*(self._completions.abandon(kind, token) for kind, token in refused),
+                             return_exceptions=True)
 
     # ----------------------------------------------------------------- work items
     #
@@ -362,8 +363,8 @@ class WorkerRuntime:
 
     def _complete_episode(self, item: WorkItem, episode: Episode) -> None:
         response, awaiting = episode
-        if not self._held.hold(item, response, awaiting):
-            self._send_episode(item, response)
+        if self._drain_deadline is not None or not self._held.hold(item, response, awaiting):
+            self._send_episode(item, response)  # (nothing is held while stopping)
 
     def _send_episode(self, item: WorkItem, response: pb.OrchestratorResponse) -> None:
         self._completions.send(item, "CompleteOrchestratorTask", response)
