@@ -288,14 +288,15 @@ class WorkerRuntime:
                     break
         call.cancel()
 
-    def _begin_stopping(self) -> None:
-        """Take no new work from now on, send the held episodes and read completion responses at once."""
-        if self._drain_deadline is not None:
-            return
-        self._drain_deadline = asyncio.get_running_loop().time() + self._drain_timeout
-        self._held.release_all()
-        if self._completion_channel is not None:
-            self._completion_channel.read_pause = 0  # stopping waits for the last completions
+    def _begin_stopping(self) -> float:
+        """Take no new work from now on, send the held episodes and read completion responses at once;
+        the loop time by which the drain ends."""
+        if self._drain_deadline is None:
+            self._drain_deadline = asyncio.get_running_loop().time() + self._drain_timeout
+            self._held.release_all()
+            if self._completion_channel is not None:
+                self._completion_channel.read_pause = 0  # stopping waits for the last completions
+        return self._drain_deadline
 
     async def _drain(self) -> None:
         """Let in-flight work finish until the deadline, then give back what is left of it.
@@ -306,9 +307,7 @@ class WorkerRuntime:
         again. Items that arrive meanwhile are not run (`_dispatch`); `_give_back_refused` returns them
         once the stream is closed, when the backend can no longer send them straight back to it.
         """
-        self._begin_stopping()
-        drain_deadline = self._drain_deadline
-        assert drain_deadline is not None
+        drain_deadline = self._begin_stopping()
         await self._completions.drain(max(0.0, drain_deadline - asyncio.get_running_loop().time()))
 
     async def _give_back_refused(self) -> None:
